@@ -1,0 +1,249 @@
+"""Lanczos on a symmetric linear operator given as a matvec on pytrees.
+
+The operator is any function ``matvec(v) -> Hv`` on pytree vectors (for us, a Hessian-vector
+product). ``lanczos`` builds an orthonormal Krylov basis V = [v_1 .. v_m] and the tridiagonal
+T = Vᵀ H V; ``top_k_eigenpairs`` turns the extreme eigenpairs of T (Ritz pairs) into eigenpairs of
+H with residual norms ‖Hu − λu‖.
+
+Numerics:
+- the Krylov basis, α and β are kept in float64 when ``jax_enable_x64`` is on (float32
+  otherwise), whatever the parameters' dtype; the matvec itself runs in the parameters' dtype;
+- full reorthogonalization is two passes of classical Gram-Schmidt against the whole basis;
+- breakdown (β ≈ 0: the Krylov space is an invariant subspace) restarts from a random vector
+  orthogonal to the basis and records β = 0, so T becomes block diagonal and no NaN appears;
+- with ``tol`` the loop stops as soon as the k wanted Ritz pairs have relative residual ≤ tol,
+  so ``num_matvecs`` counts only the Hessian-vector products actually spent.
+"""
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sharp_dirs import tree_math as tm
+
+PyTree = Any
+MatVec = Callable[[PyTree], PyTree]
+
+WHICH = ("largest", "magnitude")
+
+
+class LanczosResult(NamedTuple):
+  """The Lanczos decomposition H V = V T + β_m v_{m+1} e_mᵀ.
+
+  alphas: [m] diagonal of T.
+  betas: [m-1] off-diagonal of T (0 where the iteration restarted after a breakdown).
+  basis: the rows of V, leaves ``[m, *leaf.shape]``, orthonormal (rows past ``num_matvecs``
+    are zero when the iteration stopped early).
+  residual_norm: β_m, the norm of the last residual ‖H v_m − α_m v_m − β_{m-1} v_{m-1}‖.
+  num_matvecs: () int32, matvecs spent (= steps taken).
+  """
+  alphas: jax.Array
+  betas: jax.Array
+  basis: PyTree
+  residual_norm: jax.Array
+  num_matvecs: jax.Array
+
+
+class Eigenpairs(NamedTuple):
+  """k eigenpairs of a symmetric operator.
+
+  eigvals: [k] in descending order.
+  eigvecs: pytree with leaves ``[k, *leaf.shape]``; eigvecs[i] is the unit eigenvector of
+    eigvals[i].
+  residuals: [k] residual norms ‖H u_i − λ_i u_i‖ (Lanczos' estimate |β_m s_{m,i}| unless
+    exact residuals were asked for).
+  num_matvecs: () int32, the matvecs (Hessian-vector products) spent to compute them.
+  """
+  eigvals: jax.Array
+  eigvecs: PyTree
+  residuals: jax.Array
+  num_matvecs: jax.Array
+
+
+def krylov_dtype(v: PyTree):
+  """float64 when x64 is enabled, else float32 (never narrower than the vector's leaves)."""
+  wide = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+  return jnp.result_type(wide, *[jnp.result_type(x) for x in jax.tree.leaves(v)])
+
+
+def _orthogonalize(w: PyTree, basis: PyTree, passes: int = 2) -> PyTree:
+  """w − V Vᵀ w, repeated ``passes`` times (classical Gram-Schmidt twice is stable)."""
+  for _ in range(passes):
+    w = tm.sub(w, tm.stack_combine(tm.stack_dot(basis, w), basis))
+  return w
+
+
+def _ritz(alphas, betas, last_beta, num_valid, k: int, which: str):
+  """Ritz values and vectors (in the Krylov basis) of the leading num_valid × num_valid T.
+
+  Rows past ``num_valid`` are padded with a value below every Ritz value (Gershgorin), so a
+  fixed-size eigh serves a dynamic number of steps.
+
+  Returns:
+    theta: [k] selected Ritz values, descending.
+    s: [m, k] their eigenvectors of T.
+    residuals: [k] estimates |β_last s_{num_valid, i}| of ‖H u_i − θ_i u_i‖.
+  """
+  m = alphas.shape[0]
+  valid = jnp.arange(m) < num_valid
+  off = jnp.where(valid[1:], betas, 0.0)
+  off_left = jnp.concatenate([jnp.zeros(1, off.dtype), off])
+  off_right = jnp.concatenate([off, jnp.zeros(1, off.dtype)])
+  lower = jnp.min(jnp.where(valid, alphas - jnp.abs(off_left) - jnp.abs(off_right), jnp.inf))
+  spread = jnp.max(jnp.where(valid, jnp.abs(alphas) + jnp.abs(off_left) + jnp.abs(off_right), 0))
+  diag = jnp.where(valid, alphas, lower - 1.0 - spread)
+  t = jnp.diag(diag) + jnp.diag(off, 1) + jnp.diag(off, -1)
+  theta, s = jnp.linalg.eigh(t)
+  in_krylov = jnp.sum(jnp.where(valid[:, None], s * s, 0.0), axis=0) > 0.5
+  score = theta if which == "largest" else jnp.abs(theta)
+  _, idx = jax.lax.top_k(jnp.where(in_krylov, score, -jnp.inf), k)
+  idx = idx[jnp.argsort(-theta[idx])]
+  last_row = jnp.take(s, num_valid - 1, axis=0)
+  return theta[idx], s[:, idx], jnp.abs(last_beta * last_row[idx])
+
+
+def _run(matvec: MatVec, v0: PyTree, num_steps: int, reorthogonalize: bool, key: jax.Array,
+         stop: Optional[Callable] = None) -> LanczosResult:
+  """The Lanczos loop; ``stop(alphas, betas, beta, steps_done) -> bool`` may end it early."""
+  dtype = krylov_dtype(v0)
+  eps = jnp.finfo(dtype).eps
+  v0 = tm.astype(v0, dtype)
+  v0 = tm.scale(1.0 / tm.norm(v0), v0)
+  basis = tm.stack_set(tm.zeros_stack(num_steps, v0, dtype), 0, v0)
+  zeros = jnp.zeros(num_steps, dtype)
+
+  def body(state):
+    i, basis, alphas, betas, v_prev, beta_prev, scale_est, key, _ = state
+    v = tm.stack_get(basis, i)
+    w = tm.astype(matvec(v), dtype)
+    alpha = tm.vdot(w, v)
+    if reorthogonalize:
+      w = _orthogonalize(w, basis)
+    else:
+      w = tm.sub(w, tm.add(tm.scale(alpha, v), tm.scale(beta_prev, v_prev)))
+    beta = tm.norm(w)
+    scale_est = jnp.maximum(scale_est, jnp.abs(alpha) + beta + beta_prev)
+    broke = beta <= 100 * eps * scale_est
+    # On breakdown, continue from a random vector orthogonal to the basis (T gets β = 0).
+    key, sub = jax.random.split(key)
+    w = jax.lax.cond(broke, lambda: _orthogonalize(tm.normal_like(sub, v), basis), lambda: w)
+    v_next = tm.scale(1.0 / tm.norm(w), w)
+    t_beta = jnp.where(broke, 0.0, beta)
+    alphas = alphas.at[i].set(alpha)
+    betas = betas.at[i].set(t_beta)
+    j = jnp.minimum(i + 1, num_steps - 1)
+    keep = tm.stack_get(basis, j)
+    basis = tm.stack_set(basis, j, jax.tree.map(
+        lambda a, b: jnp.where(i + 1 < num_steps, a, b), v_next, keep))
+    done = False if stop is None else stop(alphas, betas, beta, i + 1)
+    return i + 1, basis, alphas, betas, v, t_beta, scale_est, key, (beta, done)
+
+  def cond(state):
+    i, *_, (_, done) = state
+    return jnp.logical_and(i < num_steps, jnp.logical_not(done))
+
+  init = (jnp.int32(0), basis, zeros, zeros, tm.scale(0.0, v0), jnp.zeros((), dtype),
+          jnp.zeros((), dtype), key, (jnp.zeros((), dtype), jnp.bool_(False)))
+  steps, basis, alphas, betas, *_, (last_beta, _) = jax.lax.while_loop(cond, body, init)
+  return LanczosResult(alphas, betas[:-1], basis, last_beta, steps)
+
+
+def _check_steps(v0: PyTree, num_steps: int, k: Optional[int] = None) -> None:
+  dim = tm.size(v0)
+  if num_steps < 1:
+    raise ValueError(f"num_steps must be at least 1, got {num_steps}.")
+  if num_steps > dim:
+    raise ValueError(
+        f"num_steps={num_steps} exceeds the dimension of the operator ({dim}); a Krylov basis "
+        f"has at most {dim} orthonormal vectors. Use num_steps <= {dim}.")
+  if k is not None and not 1 <= k <= num_steps:
+    raise ValueError(
+        f"k={k} eigenpairs need 1 <= k <= num_steps, got num_steps={num_steps}; Lanczos finds "
+        f"at most num_steps Ritz pairs. Raise num_steps (3k or more is a good default).")
+
+
+def lanczos(matvec: MatVec, v0: PyTree, num_steps: int, *, reorthogonalize: bool = True,
+            key: Optional[jax.Array] = None) -> LanczosResult:
+  """``num_steps`` Lanczos steps from ``v0`` (any nonzero pytree); jit-able.
+
+  Args:
+    matvec: v ↦ Hv for a symmetric H, pytree in and out (same structure as v0).
+    v0: starting vector; it is normalized.
+    num_steps: m, the number of matvecs (static).
+    reorthogonalize: full reorthogonalization against the whole basis (keep it on unless
+      you study the loss of orthogonality).
+    key: PRNG key for restart vectors after a breakdown (default: a fixed key).
+
+  Returns:
+    LanczosResult with T = tridiag(betas, alphas, betas), basis leaves ``[m, *leaf.shape]``.
+  """
+  _check_steps(v0, num_steps)
+  key = jax.random.PRNGKey(0) if key is None else key
+  return _run(matvec, v0, num_steps, reorthogonalize, key)
+
+
+def tridiagonal(result: LanczosResult) -> jax.Array:
+  """The dense [m, m] matrix T of a LanczosResult."""
+  return (jnp.diag(result.alphas) + jnp.diag(result.betas, 1) + jnp.diag(result.betas, -1))
+
+
+def top_k_eigenpairs(matvec: MatVec, v0: PyTree, k: int, num_steps: int, *,
+                     which: str = "largest", tol: Optional[float] = None,
+                     reorthogonalize: bool = True, exact_residuals: bool = False,
+                     key: Optional[jax.Array] = None) -> Eigenpairs:
+  """The k largest (algebraic, or by magnitude) eigenpairs of a symmetric operator.
+
+  Args:
+    matvec: v ↦ Hv, pytree in and out.
+    v0: starting vector (random for a cold start; see ``warm_start_vector``).
+    k: number of eigenpairs (static), 1 <= k <= num_steps.
+    num_steps: the most Lanczos steps (matvecs) to take.
+    which: "largest" for the algebraically largest λ, "magnitude" for the largest |λ| (the
+      paper's ARPACK ``which='LM'``).
+    tol: stop early once every wanted pair has ‖Hu − λu‖ <= tol·|λ|; None runs all steps.
+    reorthogonalize: full reorthogonalization (recommended).
+    exact_residuals: spend k more matvecs to report exact ‖Hu − λu‖ instead of the estimate.
+    key: PRNG key for restart vectors after a breakdown.
+
+  Returns:
+    Eigenpairs with eigvals [k] descending, eigvecs leaves [k, *leaf.shape] in v0's dtypes.
+  """
+  if which not in WHICH:
+    raise ValueError(f"which must be one of {WHICH}, got {which!r}.")
+  _check_steps(v0, num_steps, k)
+  key = jax.random.PRNGKey(0) if key is None else key
+
+  stop = None
+  if tol is not None:
+    def stop(alphas, betas, beta, steps):
+      theta, _, res = _ritz(alphas, betas[:-1], beta, steps, k, which)
+      tiny = jnp.finfo(alphas.dtype).tiny
+      return jnp.logical_and(steps >= k, jnp.all(res <= tol * jnp.maximum(jnp.abs(theta), tiny)))
+
+  result = _run(matvec, v0, num_steps, reorthogonalize, key, stop)
+  theta, s, residuals = _ritz(result.alphas, result.betas, result.residual_norm,
+                              result.num_matvecs, k, which)
+  eigvecs = tm.stack_combine(s.T, result.basis)
+  num_matvecs = result.num_matvecs
+  if exact_residuals:
+    hu = jax.lax.map(matvec, eigvecs)
+    residuals = jax.vmap(lambda h, u, t: tm.norm(tm.sub(h, tm.scale(t, u))))(
+        tm.astype(hu, theta.dtype), eigvecs, theta)
+    num_matvecs = num_matvecs + k
+  eigvecs = jax.tree.map(lambda e, x: e.astype(jnp.result_type(x)), eigvecs, v0)
+  return Eigenpairs(theta, eigvecs, residuals, num_matvecs)
+
+
+def warm_start_vector(init: Eigenpairs, key: jax.Array, noise: float = 0.1) -> PyTree:
+  """A Lanczos start vector from previous eigenvectors: Σ_i u_i/√k plus a little noise.
+
+  The Krylov space of this vector contains the previous top-k eigenspace after k steps, so a
+  refresh after a small parameter change converges in few more matvecs; the random part (of
+  relative size ``noise``) lets a direction that newly entered the top-k be found.
+  """
+  k = init.eigvals.shape[0]
+  mean = jax.tree.map(lambda e: jnp.sum(e, axis=0) / np.sqrt(k), init.eigvecs)
+  z = tm.normal_like(key, mean)
+  return tm.axpy(noise * tm.norm(mean) / tm.norm(z), z, mean)

@@ -1,0 +1,114 @@
+"""Vector arithmetic on pytrees: parameters, gradients and Krylov vectors share one shape.
+
+A "vector" here is any pytree of arrays (for example a flax params dict); a "stack" of vectors
+is the same pytree whose leaves carry one extra leading axis ``[n, *leaf.shape]``.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+
+
+def vdot(a: PyTree, b: PyTree) -> jax.Array:
+  """<a, b> summed over all leaves, accumulated in the wider of the two dtypes."""
+  leaves = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.vdot(x, y), a, b))
+  return sum(leaves[1:], leaves[0])
+
+
+def norm(a: PyTree) -> jax.Array:
+  """Euclidean norm ‖a‖ of the concatenation of all leaves."""
+  return jnp.sqrt(vdot(a, a))
+
+
+def add(a: PyTree, b: PyTree) -> PyTree:
+  return jax.tree.map(jnp.add, a, b)
+
+
+def sub(a: PyTree, b: PyTree) -> PyTree:
+  return jax.tree.map(jnp.subtract, a, b)
+
+
+def scale(s: jax.Array, a: PyTree) -> PyTree:
+  """s · a, keeping each leaf's dtype."""
+  return jax.tree.map(lambda x: (s * x).astype(x.dtype), a)
+
+
+def axpy(s: jax.Array, x: PyTree, y: PyTree) -> PyTree:
+  """s · x + y, keeping y's dtypes."""
+  return jax.tree.map(lambda xi, yi: (s * xi + yi).astype(yi.dtype), x, y)
+
+
+def cast(a: PyTree, dtype_like: PyTree) -> PyTree:
+  """Casts each leaf of ``a`` to the dtype of the matching leaf of ``dtype_like``."""
+  return jax.tree.map(lambda x, ref: x.astype(ref.dtype), a, dtype_like)
+
+
+def astype(a: PyTree, dtype) -> PyTree:
+  return jax.tree.map(lambda x: x.astype(dtype), a)
+
+
+def size(a: PyTree) -> int:
+  """Total number of scalars, a static Python int."""
+  return int(sum(np.prod(np.shape(x), dtype=np.int64) for x in jax.tree.leaves(a)))
+
+
+def normal_like(key: jax.Array, a: PyTree) -> PyTree:
+  """A standard normal draw with the structure, shapes and dtypes of ``a``."""
+  leaves, treedef = jax.tree.flatten(a)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(
+      treedef, [jax.random.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)])
+
+
+def rademacher_like(key: jax.Array, a: PyTree) -> PyTree:
+  """Independent ±1 entries with the structure, shapes and dtypes of ``a``."""
+  leaves, treedef = jax.tree.flatten(a)
+  keys = jax.random.split(key, len(leaves))
+  return jax.tree.unflatten(
+      treedef,
+      [jax.random.rademacher(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)])
+
+
+def stack_dot(stack: PyTree, v: PyTree) -> jax.Array:
+  """[n] inner products <stack[i], v> of each stacked vector with ``v``."""
+  dots = jax.tree.leaves(jax.tree.map(
+      lambda s, x: jnp.tensordot(s, x.astype(s.dtype), axes=x.ndim), stack, v))
+  return sum(dots[1:], dots[0])
+
+
+def stack_combine(coeffs: jax.Array, stack: PyTree) -> PyTree:
+  """Σ_i coeffs[..., i] · stack[i]: coeffs ``[n]`` gives one vector, ``[m, n]`` a stack of m."""
+  return jax.tree.map(lambda s: jnp.tensordot(coeffs.astype(s.dtype), s, axes=1), stack)
+
+
+def stack_set(stack: PyTree, i: jax.Array, v: PyTree) -> PyTree:
+  """The stack with row i replaced by v (cast to the stack's dtypes)."""
+  return jax.tree.map(lambda s, x: s.at[i].set(x.astype(s.dtype)), stack, v)
+
+
+def stack_get(stack: PyTree, i) -> PyTree:
+  return jax.tree.map(lambda s: s[i], stack)
+
+
+def zeros_stack(n: int, like: PyTree, dtype=None) -> PyTree:
+  """n zero vectors shaped like ``like``: leaves ``[n, *leaf.shape]``."""
+  return jax.tree.map(lambda x: jnp.zeros((n,) + jnp.shape(x), dtype or jnp.result_type(x)), like)
+
+
+def check_same_structure(a: PyTree, b: PyTree, a_name: str, b_name: str) -> None:
+  """Raises a ValueError naming both arguments when their structures or leaf shapes differ."""
+  ta, tb = jax.tree.structure(a), jax.tree.structure(b)
+  if ta != tb:
+    raise ValueError(
+        f"{a_name} and {b_name} must be pytrees of the same structure; got\n  {a_name}: {ta}\n"
+        f"  {b_name}: {tb}\nBuild {b_name} from {a_name}, e.g. with jax.tree.map.")
+  for path_a, (x, y) in zip(jax.tree_util.tree_flatten_with_path(a)[0],
+                            zip(jax.tree.leaves(a), jax.tree.leaves(b))):
+    if jnp.shape(x) != jnp.shape(y):
+      raise ValueError(
+          f"Leaf {jax.tree_util.keystr(path_a[0])} has shape {jnp.shape(x)} in {a_name} but "
+          f"{jnp.shape(y)} in {b_name}; the two pytrees must have identical leaf shapes.")
