@@ -5,8 +5,12 @@ Hessian-vector products, Lanczos, top-k eigenpairs with residuals, warm-started 
 Hutchinson estimators and spectral density; Nudged SGD as an optax transformation.
 """
 
-from sharp_dirs.lanczos import Eigenpairs
-from sharp_dirs.lanczos import lanczos
-from sharp_dirs.lanczos import LanczosResult
-from sharp_dirs.lanczos import top_k_eigenpairs
-from sharp_dirs.lanczos import warm_start_vector
+from sharp_dirs.krylov import Eigenpairs
+from sharp_dirs.krylov import lanczos
+from sharp_dirs.krylov import LanczosResult
+from sharp_dirs.krylov import top_k_eigenpairs
+from sharp_dirs.krylov import warm_start_vector
+from sharp_dirs.nudge import rescale_along
+from sharp_dirs.nudge import scale_by_nudge
+from sharp_dirs.nudge import nudged_sgd
+from sharp_dirs.nudge import ScaleByNudgeState

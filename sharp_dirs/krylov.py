@@ -104,7 +104,24 @@ def _ritz(alphas, betas, last_beta, num_valid, k: int, which: str):
   return theta[idx], s[:, idx], jnp.abs(last_beta * last_row[idx])
 
 
-def _run(matvec: MatVec, v0: PyTree, num_steps: int, reorthogonalize: bool, key: jax.Array,
+def _restart_vector(like: PyTree, step: jax.Array) -> PyTree:
+  """A generic vector for restarting after a breakdown, different at every step.
+
+  Entries frac(43758.5453·sin(12.9898·j + 78.233·step)) − ½ look uniform and are cheap: a PRNG
+  here would dominate the loop's compile time, and restarts only need a vector with a component
+  outside the current Krylov space.
+  """
+  leaves, treedef = jax.tree.flatten(like)
+  offsets = np.cumsum([0] + [x.size for x in leaves])
+  out = []
+  for x, offset in zip(leaves, offsets):
+    j = (offset + jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape)
+    u = 43758.5453 * jnp.sin(12.9898 * j + 78.233 * (step + 1).astype(x.dtype))
+    out.append(u - jnp.floor(u) - 0.5)
+  return jax.tree.unflatten(treedef, out)
+
+
+def _run(matvec: MatVec, v0: PyTree, num_steps: int, reorthogonalize: bool,
          stop: Optional[Callable] = None) -> LanczosResult:
   """The Lanczos loop; ``stop(alphas, betas, beta, steps_done) -> bool`` may end it early."""
   dtype = krylov_dtype(v0)
@@ -115,7 +132,7 @@ def _run(matvec: MatVec, v0: PyTree, num_steps: int, reorthogonalize: bool, key:
   zeros = jnp.zeros(num_steps, dtype)
 
   def body(state):
-    i, basis, alphas, betas, v_prev, beta_prev, scale_est, key, _ = state
+    i, basis, alphas, betas, v_prev, beta_prev, scale_est, _ = state
     v = tm.stack_get(basis, i)
     w = tm.astype(matvec(v), dtype)
     alpha = tm.vdot(w, v)
@@ -127,8 +144,7 @@ def _run(matvec: MatVec, v0: PyTree, num_steps: int, reorthogonalize: bool, key:
     scale_est = jnp.maximum(scale_est, jnp.abs(alpha) + beta + beta_prev)
     broke = beta <= 100 * eps * scale_est
     # On breakdown, continue from a random vector orthogonal to the basis (T gets β = 0).
-    key, sub = jax.random.split(key)
-    w = jax.lax.cond(broke, lambda: _orthogonalize(tm.normal_like(sub, v), basis), lambda: w)
+    w = jax.lax.cond(broke, lambda: _orthogonalize(_restart_vector(v, i), basis), lambda: w)
     v_next = tm.scale(1.0 / tm.norm(w), w)
     t_beta = jnp.where(broke, 0.0, beta)
     alphas = alphas.at[i].set(alpha)
@@ -138,14 +154,14 @@ def _run(matvec: MatVec, v0: PyTree, num_steps: int, reorthogonalize: bool, key:
     basis = tm.stack_set(basis, j, jax.tree.map(
         lambda a, b: jnp.where(i + 1 < num_steps, a, b), v_next, keep))
     done = False if stop is None else stop(alphas, betas, beta, i + 1)
-    return i + 1, basis, alphas, betas, v, t_beta, scale_est, key, (beta, done)
+    return i + 1, basis, alphas, betas, v, t_beta, scale_est, (beta, done)
 
   def cond(state):
     i, *_, (_, done) = state
     return jnp.logical_and(i < num_steps, jnp.logical_not(done))
 
   init = (jnp.int32(0), basis, zeros, zeros, tm.scale(0.0, v0), jnp.zeros((), dtype),
-          jnp.zeros((), dtype), key, (jnp.zeros((), dtype), jnp.bool_(False)))
+          jnp.zeros((), dtype), (jnp.zeros((), dtype), jnp.bool_(False)))
   steps, basis, alphas, betas, *_, (last_beta, _) = jax.lax.while_loop(cond, body, init)
   return LanczosResult(alphas, betas[:-1], basis, last_beta, steps)
 
@@ -164,8 +180,8 @@ def _check_steps(v0: PyTree, num_steps: int, k: Optional[int] = None) -> None:
         f"at most num_steps Ritz pairs. Raise num_steps (3k or more is a good default).")
 
 
-def lanczos(matvec: MatVec, v0: PyTree, num_steps: int, *, reorthogonalize: bool = True,
-            key: Optional[jax.Array] = None) -> LanczosResult:
+def lanczos(matvec: MatVec, v0: PyTree, num_steps: int, *,
+            reorthogonalize: bool = True) -> LanczosResult:
   """``num_steps`` Lanczos steps from ``v0`` (any nonzero pytree); jit-able.
 
   Args:
@@ -174,14 +190,12 @@ def lanczos(matvec: MatVec, v0: PyTree, num_steps: int, *, reorthogonalize: bool
     num_steps: m, the number of matvecs (static).
     reorthogonalize: full reorthogonalization against the whole basis (keep it on unless
       you study the loss of orthogonality).
-    key: PRNG key for restart vectors after a breakdown (default: a fixed key).
 
   Returns:
     LanczosResult with T = tridiag(betas, alphas, betas), basis leaves ``[m, *leaf.shape]``.
   """
   _check_steps(v0, num_steps)
-  key = jax.random.PRNGKey(0) if key is None else key
-  return _run(matvec, v0, num_steps, reorthogonalize, key)
+  return _run(matvec, v0, num_steps, reorthogonalize)
 
 
 def tridiagonal(result: LanczosResult) -> jax.Array:
@@ -191,8 +205,7 @@ def tridiagonal(result: LanczosResult) -> jax.Array:
 
 def top_k_eigenpairs(matvec: MatVec, v0: PyTree, k: int, num_steps: int, *,
                      which: str = "largest", tol: Optional[float] = None,
-                     reorthogonalize: bool = True, exact_residuals: bool = False,
-                     key: Optional[jax.Array] = None) -> Eigenpairs:
+                     reorthogonalize: bool = True, exact_residuals: bool = False) -> Eigenpairs:
   """The k largest (algebraic, or by magnitude) eigenpairs of a symmetric operator.
 
   Args:
@@ -205,7 +218,6 @@ def top_k_eigenpairs(matvec: MatVec, v0: PyTree, k: int, num_steps: int, *,
     tol: stop early once every wanted pair has ‖Hu − λu‖ <= tol·|λ|; None runs all steps.
     reorthogonalize: full reorthogonalization (recommended).
     exact_residuals: spend k more matvecs to report exact ‖Hu − λu‖ instead of the estimate.
-    key: PRNG key for restart vectors after a breakdown.
 
   Returns:
     Eigenpairs with eigvals [k] descending, eigvecs leaves [k, *leaf.shape] in v0's dtypes.
@@ -213,7 +225,6 @@ def top_k_eigenpairs(matvec: MatVec, v0: PyTree, k: int, num_steps: int, *,
   if which not in WHICH:
     raise ValueError(f"which must be one of {WHICH}, got {which!r}.")
   _check_steps(v0, num_steps, k)
-  key = jax.random.PRNGKey(0) if key is None else key
 
   stop = None
   if tol is not None:
@@ -222,7 +233,7 @@ def top_k_eigenpairs(matvec: MatVec, v0: PyTree, k: int, num_steps: int, *,
       tiny = jnp.finfo(alphas.dtype).tiny
       return jnp.logical_and(steps >= k, jnp.all(res <= tol * jnp.maximum(jnp.abs(theta), tiny)))
 
-  result = _run(matvec, v0, num_steps, reorthogonalize, key, stop)
+  result = _run(matvec, v0, num_steps, reorthogonalize, stop)
   theta, s, residuals = _ritz(result.alphas, result.betas, result.residual_norm,
                               result.num_matvecs, k, which)
   eigvecs = tm.stack_combine(s.T, result.basis)

@@ -1,0 +1,160 @@
+"""Hessian-vector products of a loss over a dataset, and its top-k eigenpairs.
+
+The boundary is a pure scalar loss ``loss_fn(params, batch) -> ()``: model state, dropout rngs and
+batch-norm statistics are closed over by the caller. ``batches`` is one pytree whose leaves are
+stacked ``[num_batches, batch_size, ...]``; every batch has the same size, so the mean of the
+per-batch mean losses is the mean loss over all examples, and
+
+    H v = (1/B) Σ_b ∇²L_b(θ) v,     L_b = mean loss of batch b,
+
+is the Hessian of the mean loss over all B·S examples. Batches are streamed with ``lax.scan``:
+memory does not grow with the number of batches. The batch axis (axis 1 of every leaf) may be
+sharded over devices; the same code then runs data-parallel.
+"""
+
+import functools
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from sharp_dirs import krylov as lz
+from sharp_dirs import tree_math as tm
+
+PyTree = Any
+LossFn = Callable[[PyTree, PyTree], jax.Array]
+
+
+def check_scalar_loss(loss_fn: LossFn, params: PyTree, batch: PyTree) -> None:
+  """Raises a ValueError unless ``loss_fn(params, batch)`` is a real scalar."""
+  out = jax.eval_shape(loss_fn, params, batch)
+  if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+    shape = getattr(out, "shape", type(out).__name__)
+    raise ValueError(
+        f"loss_fn(params, batch) must return a scalar, got {shape}. Reduce it with a mean over "
+        "the batch, and close over auxiliary outputs (e.g. lambda p, b: f(p, b)[0]).")
+  if not jnp.issubdtype(out.dtype, jnp.floating):
+    raise ValueError(f"loss_fn must return a floating-point scalar, got dtype {out.dtype}.")
+
+
+def hvp(loss_fn: LossFn, params: PyTree, batch: PyTree, v: PyTree) -> PyTree:
+  """∇²_θ loss_fn(θ, batch) · v at θ = params, by forward-over-reverse (jvp of grad)."""
+  return jax.jvp(lambda p: jax.grad(loss_fn)(p, batch), (params,), (v,))[1]
+
+
+def first_batch(batches: PyTree) -> PyTree:
+  return jax.tree.map(lambda x: x[0], batches)
+
+
+def num_batches(batches: PyTree) -> int:
+  sizes = {jnp.shape(x)[0] for x in jax.tree.leaves(batches)}
+  if len(sizes) != 1:
+    raise ValueError(
+        f"Every leaf of batches must have the same leading (num_batches) axis, got sizes {sizes}. "
+        "Stack batches as leaves [num_batches, batch_size, ...].")
+  return sizes.pop()
+
+
+def dataset_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree) -> Callable[[PyTree], PyTree]:
+  """The matvec v ↦ H v for the Hessian of the mean loss over all stacked batches.
+
+  Args:
+    loss_fn: (params, batch) -> scalar mean loss of one batch.
+    params: the point θ.
+    batches: leaves ``[num_batches, batch_size, ...]``, streamed one batch at a time.
+
+  Returns:
+    A function of a pytree v shaped like params, returning (1/B) Σ_b ∇²L_b v in params' dtypes.
+  """
+  count = num_batches(batches)
+
+  def matvec(v):
+    v = tm.cast(v, params)
+
+    def accumulate(total, batch):
+      return tm.add(total, hvp(loss_fn, params, batch, v)), None
+
+    total, _ = jax.lax.scan(accumulate, tm.scale(0.0, v), batches)
+    return tm.scale(1.0 / count, total)
+
+  return matvec
+
+
+def gnvp(predict_fn: Callable[[PyTree, PyTree], jax.Array],
+         output_loss_fn: Callable[[jax.Array, PyTree], jax.Array],
+         params: PyTree, batch: PyTree, v: PyTree) -> PyTree:
+  """Gauss-Newton-vector product G v = Jᵀ H_out J v.
+
+  Args:
+    predict_fn: (params, batch) -> outputs z (e.g. logits [B, C]).
+    output_loss_fn: (z, batch) -> scalar loss of the outputs; H_out = ∇²_z of it (convex for
+      cross-entropy and squared error, so G is positive semi-definite).
+    params, batch, v: the point, the data and a vector shaped like params.
+  """
+  z, jv = jax.jvp(lambda p: predict_fn(p, batch), (params,), (v,))
+  h_jv = jax.jvp(lambda out: jax.grad(output_loss_fn)(out, batch), (z,), (jv,))[1]
+  _, vjp = jax.vjp(lambda p: predict_fn(p, batch), params)
+  return vjp(h_jv)[0]
+
+
+@functools.partial(
+    jax.jit, static_argnames=("loss_fn", "k", "num_lanczos_steps", "which", "tol",
+                              "exact_residuals"))
+def _hessian_top_k(loss_fn, params, batches, key, init, *, k, num_lanczos_steps, which, tol,
+                   exact_residuals):
+  if init is None:
+    v0 = tm.normal_like(key, params)
+  else:
+    v0 = tm.cast(lz.warm_start_vector(init, key), params)
+  return lz.top_k_eigenpairs(
+      dataset_hvp(loss_fn, params, batches), v0, k, num_lanczos_steps, which=which, tol=tol,
+      exact_residuals=exact_residuals)
+
+
+def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Array, *, k: int,
+                  num_lanczos_steps: int, init: Optional[lz.Eigenpairs] = None,
+                  which: str = "largest", tol: Optional[float] = None,
+                  exact_residuals: bool = False) -> lz.Eigenpairs:
+  """Top-k eigenpairs of the Hessian of the mean loss over all examples in ``batches``.
+
+  Jit-compiled; ``loss_fn`` is a static argument, so define it once (not a fresh lambda per
+  call) to avoid recompiling. Also callable inside a user's ``jit``.
+
+  Args:
+    loss_fn: (params, batch) -> scalar mean loss of one batch.
+    params: the point θ (pytree).
+    batches: leaves ``[num_batches, batch_size, ...]``; the Hessian is of the mean over all.
+    key: PRNG key for the start vector.
+    k: number of eigenpairs.
+    num_lanczos_steps: the most Hessian-vector products (each over all batches) to spend.
+    init: previous Eigenpairs (same params structure) for a warm start along a trajectory.
+    which: "largest" (algebraic) or "magnitude" (the paper's ARPACK 'LM').
+    tol: stop once all k pairs have ‖Hu − λu‖ <= tol·|λ| (recommended with ``init``).
+    exact_residuals: spend k more HVPs for exact residual norms.
+
+  Returns:
+    Eigenpairs(eigvals [k] descending, eigvecs leaves [k, *leaf.shape], residuals [k],
+    num_matvecs).
+
+  Raises:
+    ValueError: bad k / num_lanczos_steps, non-scalar loss, or ``init`` of another structure.
+    FloatingPointError: the Hessian-vector products were not finite (checked when called
+      outside jit).
+  """
+  num_batches(batches)
+  check_scalar_loss(loss_fn, params, first_batch(batches))
+  lz._check_steps(params, num_lanczos_steps, k)
+  if init is not None:
+    like = jax.tree.map(lambda p: jax.ShapeDtypeStruct((init.eigvals.shape[0],) + p.shape,
+                                                       p.dtype), params)
+    tm.check_same_structure(like, init.eigvecs, "params (with a leading k axis)", "init.eigvecs")
+  result = _hessian_top_k(loss_fn, params, batches, key, init, k=k,
+                          num_lanczos_steps=num_lanczos_steps, which=which, tol=tol,
+                          exact_residuals=exact_residuals)
+  if not isinstance(result.eigvals, jax.core.Tracer) and not bool(
+      jnp.all(jnp.isfinite(result.eigvals))):
+    raise FloatingPointError(
+        "Hessian-vector products produced non-finite values (eigenvalues "
+        f"{result.eigvals}). Check that the loss is finite at these params and on every batch "
+        "(a diverged run, a log of zero, an inf in the data).")
+  return result

@@ -1,0 +1,470 @@
+r"""Nudged SGD: rescale the update along the sharpest directions of the loss, as optax transforms.
+
+With E = [e_1 .. e_k] the top-k Hessian eigenvectors (orthonormal), Nudged SGD (Jastrzębski et
+al., 2019, §6) replaces the gradient g by
+
+.. math::
+
+  u = g + \sum_i (\gamma_i - 1) \langle e_i, g \rangle e_i
+    = \gamma \, E E^\top g + (I - E E^\top) g,
+
+so the learning rate is γη along the k sharpest directions and η along their orthogonal
+complement. ``scale_by_nudge`` is shaped like ``optax.contrib.scale_by_sophia``: the objective
+arrives as the extra argument ``obj_fn`` (the loss on a Hessian batch, a function of the params
+only), the eigenpairs live in the state and are refreshed every ``refresh_every`` steps under
+``lax.cond``; alternatively the caller passes ``eigenpairs=`` computed on its own schedule.
+
+Factor rules (``rule=``), each giving the factors γ_i along e_i and the factor on the complement:
+
+- ``"constant"``: γ_i = ``gamma`` (scalar or one value per direction), complement 1 (the paper);
+- ``"remove"``: γ_i = 0, complement 1 (SGD with the top directions projected out);
+- ``"only_top"``: γ_i = 1, complement 0 (u = E Eᵀ g, a step only in the top subspace);
+- ``"random"``: γ_i = ``gamma`` along k random orthonormal directions redrawn at each refresh
+  (the paper's control; needs neither ``obj_fn`` nor ``eigenpairs``);
+- ``"stability"``: γ_i = min(1, c / (η λ_i)) for η λ_i > c (else 1), so the effective step
+  along every tracked direction satisfies γ_i η λ_i ≤ c = ``stability_cap`` (c < 2 keeps a
+  quadratic stable: the edge-of-stability-aware step).
+
+References:
+  Jastrzębski et al., "On the Relation Between the Sharpest Directions of DNN Loss and the SGD
+  Step Length", ICLR 2019. https://arxiv.org/abs/1807.05031
+"""
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sharp_dirs import krylov
+from sharp_dirs import tree_math as tm
+
+PyTree = Any
+
+RULES = ("constant", "remove", "only_top", "random", "stability")
+VARIANTS = ("nudge_gradient", "nudge_velocity", "nudge_both")
+STATIC_ARGS = ("num_directions", "num_lanczos_steps")
+
+
+class ScaleByNudgeState(NamedTuple):
+  """State of ``scale_by_nudge``: a pytree of arrays (checkpoint it like any optax state)."""
+  count: jax.Array  # shape=(), dtype=jnp.int32: updates seen.
+  eigvals: jax.Array  # [k] λ_i of the current directions (0 before the first refresh).
+  eigvecs: optax.Updates  # leaves [k, *param.shape]: the directions e_i (0 before the first).
+  residuals: jax.Array  # [k] ‖H e_i − λ_i e_i‖ as reported by Lanczos.
+  num_refreshes: jax.Array  # shape=(), dtype=jnp.int32: refreshes done by this transform.
+  num_matvecs: jax.Array  # shape=(), dtype=jnp.int32: Hessian-vector products they spent.
+  key: jax.Array  # uint32 [2]: PRNG key for Lanczos start vectors and random directions.
+
+
+def _nudge(eigvecs: PyTree, g: PyTree, factors: jax.Array, complement: jax.Array) -> PyTree:
+  r"""c·g + Σ_i (f_i − c)⟨e_i, g⟩ e_i: factor f_i along e_i, c on the complement; g's dtypes."""
+  coeffs = tm.stack_dot(eigvecs, g)
+  delta = tm.stack_combine((factors - complement) * coeffs, eigvecs)
+  return jax.tree.map(lambda x, d: (complement * x + d).astype(x.dtype), g, delta)
+
+
+def _check_stack(eigvecs: PyTree, like: PyTree, name: str) -> int:
+  """Checks that ``eigvecs`` is ``like`` with one leading axis; returns that axis' length."""
+  if jax.tree.structure(eigvecs) != jax.tree.structure(like):
+    raise ValueError(
+        f"{name} must have the structure of the updates/params with leaves [k, *leaf.shape]; "
+        f"got\n  {name}: {jax.tree.structure(eigvecs)}\n  updates: {jax.tree.structure(like)}")
+  sizes = set()
+  for path, e, x in zip(jax.tree_util.tree_flatten_with_path(like)[0], jax.tree.leaves(eigvecs),
+                        jax.tree.leaves(like)):
+    if jnp.ndim(e) != jnp.ndim(x) + 1 or jnp.shape(e)[1:] != jnp.shape(x):
+      raise ValueError(
+          f"Leaf {jax.tree_util.keystr(path[0])} of {name} has shape {jnp.shape(e)}; expected "
+          f"[k, *{jnp.shape(x)}] (one leading axis over the directions).")
+    sizes.add(jnp.shape(e)[0])
+  if len(sizes) > 1:
+    raise ValueError(f"Every leaf of {name} must have the same leading axis, got {sorted(sizes)}.")
+  return sizes.pop()
+
+
+def rescale_along(eigvecs: PyTree, g: PyTree, factors: jax.typing.ArrayLike) -> PyTree:
+  r"""Rescales ``g`` by ``factors`` along orthonormal directions, leaving the rest unchanged.
+
+  .. math::
+
+    g + \sum_i (f_i - 1) \langle u_i, g \rangle u_i
+
+  factors = 1 is the identity, 0 projects the u_i out, γ is the paper's NSGD step direction.
+
+  Args:
+    eigvecs: orthonormal directions u_i, leaves ``[k, *leaf.shape]`` (g's structure).
+    g: the vector to rescale (pytree).
+    factors: scalar or [k].
+
+  Returns:
+    The rescaled vector, with g's structure and dtypes.
+  """
+  k = _check_stack(eigvecs, g, "eigvecs")
+  factors = jnp.asarray(factors)
+  if factors.ndim > 1 or (factors.ndim == 1 and factors.shape[0] != k):
+    raise ValueError(f"factors must be a scalar or have shape [{k}], got {factors.shape}.")
+  return _nudge(eigvecs, g, jnp.broadcast_to(factors, (k,)), jnp.ones((), factors.dtype))
+
+
+def _normal_stack(key: jax.Array, like: PyTree, n: int) -> PyTree:
+  """n standard normal vectors shaped like ``like`` (leaves [n, *leaf.shape], like's dtypes).
+
+  One draw of n·dim numbers split over the leaves: XLA compiles one random op instead of one per
+  leaf (on CPU each costs about half a second of compilation).
+  """
+  leaves, treedef = jax.tree.flatten(like)
+  sizes = [int(np.prod(jnp.shape(x), dtype=np.int64)) for x in leaves]
+  flat = jax.random.normal(key, (n, sum(sizes)), krylov.krylov_dtype(like))
+  parts = jnp.split(flat, np.cumsum(sizes)[:-1], axis=1)
+  return jax.tree.unflatten(treedef, [p.reshape((n,) + jnp.shape(x)).astype(jnp.result_type(x))
+                                      for p, x in zip(parts, leaves)])
+
+
+def _start_vector(eigvecs: PyTree, has_eigvecs: jax.Array, key: jax.Array, noise,
+                  like: PyTree) -> PyTree:
+  """Lanczos start: ``krylov.warm_start_vector``'s Σ_i u_i/√k + noise once eigvecs exist, else a
+  random vector; both from a single normal draw (see ``_normal_stack``)."""
+  k = jax.tree.leaves(eigvecs)[0].shape[0]
+  z = tm.stack_get(_normal_stack(key, like, 1), 0)
+  mean = tm.cast(jax.tree.map(lambda e: jnp.sum(e, axis=0) / np.sqrt(k), eigvecs), like)
+  scale = jnp.where(has_eigvecs, noise * tm.norm(mean) / tm.norm(z), 1.0)
+  return tm.axpy(scale, z, jax.tree.map(lambda m: jnp.where(has_eigvecs, m, 0), mean))
+
+
+def _orthonormal_rows(stack: PyTree) -> PyTree:
+  """Orthonormalizes the k stacked vectors by Cholesky QR, twice (in the Krylov dtype)."""
+  for _ in range(2):
+    gram = jax.vmap(lambda v: tm.stack_dot(stack, v))(stack)  # [k, k]
+    inv_chol = jnp.linalg.inv(jnp.linalg.cholesky(gram))
+    stack = tm.stack_combine(inv_chol, stack)
+  return stack
+
+
+def _static_int(value, name: str, minimum: int) -> int:
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+    raise TypeError(
+        f"{name} must be a Python int (it fixes array shapes), got {type(value).__name__}. "
+        "Under optax.inject_hyperparams pass static_args=sharp_dirs.nudge.STATIC_ARGS.")
+  if value < minimum:
+    raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+  return int(value)
+
+
+class _Nudge(NamedTuple):
+  """The pieces of scale_by_nudge, shared by nudged_sgd's 'nudge_both' variant."""
+  init: Callable  # params -> ScaleByNudgeState
+  refresh: Callable  # (state, updates, params, obj_fn, eigenpairs) -> state
+  apply: Callable  # (state, updates) -> nudged updates (count not advanced)
+
+
+def _make_nudge(num_directions, *, gamma, rule, refresh_every, burnin_steps, num_lanczos_steps,
+                which, tol, warm_start_noise, learning_rate, stability_cap, seed) -> _Nudge:
+  """Validates the options and builds init / refresh / apply."""
+  k = _static_int(num_directions, "num_directions", 1)
+  if rule not in RULES:
+    raise ValueError(f"rule must be one of {RULES}, got {rule!r}.")
+  if which not in krylov.WHICH:
+    raise ValueError(f"which must be one of {krylov.WHICH}, got {which!r}.")
+  if num_lanczos_steps is not None:
+    num_lanczos_steps = _static_int(num_lanczos_steps, "num_lanczos_steps", 1)
+    if k > num_lanczos_steps:
+      raise ValueError(
+          f"num_directions={k} > num_lanczos_steps={num_lanczos_steps}: Lanczos finds at most "
+          f"num_lanczos_steps eigenpairs. Use num_lanczos_steps >= {k} (3·k or more is better).")
+  if jnp.ndim(gamma) > 1 or (jnp.ndim(gamma) == 1 and jnp.shape(gamma)[0] != k):
+    raise ValueError(
+        f"gamma must be a scalar or have one value per direction, shape [{k}]; got shape "
+        f"{jnp.shape(gamma)}.")
+  for value, name in ((refresh_every, "refresh_every"), (burnin_steps, "burnin_steps")):
+    if isinstance(value, (int, np.integer)) and value < (1 if name == "refresh_every" else 0):
+      raise ValueError(f"{name} must be {'positive' if name == 'refresh_every' else '>= 0'}, "
+                       f"got {value}.")
+  if rule == "stability" and learning_rate is None:
+    raise ValueError("rule='stability' caps η·λ_i, so it needs learning_rate= (a scalar or the "
+                     "schedule of the optimizer this transform is chained with).")
+
+  def lanczos_steps(like) -> int:
+    dim = tm.size(like)
+    steps = min(max(20, 3 * k), dim) if num_lanczos_steps is None else num_lanczos_steps
+    if k > dim or steps > dim:
+      raise ValueError(
+          f"num_directions={k} and num_lanczos_steps={steps} must not exceed the number of "
+          f"parameters ({dim}).")
+    return steps
+
+  def init(params) -> ScaleByNudgeState:
+    if rule != "random":
+      lanczos_steps(params)
+    elif k > tm.size(params):
+      raise ValueError(f"num_directions={k} exceeds the number of parameters "
+                       f"({tm.size(params)}).")
+    dtype = krylov.krylov_dtype(params)
+    return ScaleByNudgeState(
+        count=jnp.zeros([], jnp.int32),
+        eigvals=jnp.zeros([k], dtype),
+        eigvecs=tm.zeros_stack(k, params),
+        residuals=jnp.zeros([k], dtype),
+        num_refreshes=jnp.zeros([], jnp.int32),
+        num_matvecs=jnp.zeros([], jnp.int32),
+        key=jax.random.PRNGKey(seed))
+
+  def lanczos_refresh(state, params, obj_fn):
+    key, start_key = jax.random.split(state.key)
+    v0 = _start_vector(state.eigvecs, state.num_refreshes > 0, start_key, warm_start_noise,
+                       params)
+
+    def matvec(v):
+      return jax.jvp(jax.grad(obj_fn), (params,), (tm.cast(v, params),))[1]
+
+    pairs = krylov.top_k_eigenpairs(matvec, v0, k, lanczos_steps(params), which=which, tol=tol)
+    return state._replace(
+        eigvals=pairs.eigvals.astype(state.eigvals.dtype),
+        eigvecs=tm.cast(pairs.eigvecs, state.eigvecs),
+        residuals=pairs.residuals.astype(state.residuals.dtype),
+        num_refreshes=state.num_refreshes + 1,
+        num_matvecs=state.num_matvecs + pairs.num_matvecs.astype(jnp.int32),
+        key=key)
+
+  def random_refresh(state, like):
+    key, sub = jax.random.split(state.key)
+    wide = _orthonormal_rows(tm.astype(_normal_stack(sub, like, k), state.eigvals.dtype))
+    return state._replace(eigvecs=tm.cast(wide, state.eigvecs),
+                          num_refreshes=state.num_refreshes + 1, key=key)
+
+  def refresh(state, updates, params, obj_fn, eigenpairs):
+    if rule == "random":
+      due = due_now(state.count)
+      return jax.lax.cond(due, lambda s: random_refresh(s, updates), lambda s: s, state)
+    if obj_fn is None and eigenpairs is None:
+      raise ValueError(
+          f"scale_by_nudge(rule={rule!r}) needs the curvature: pass obj_fn= (a function of the "
+          "params returning the scalar loss on a Hessian batch) or eigenpairs= (an Eigenpairs "
+          "computed elsewhere) to update(), e.g. tx.update(grads, opt_state, params, "
+          "obj_fn=lambda p: loss_fn(p, batch)).")
+    if obj_fn is not None and eigenpairs is not None:
+      raise ValueError("Pass either obj_fn= or eigenpairs= to scale_by_nudge's update, not both.")
+    if eigenpairs is not None:
+      return use_given(state, updates, eigenpairs)
+    if params is None:
+      raise ValueError("scale_by_nudge needs params in update(updates, state, params, obj_fn=...)"
+                       " to evaluate Hessian-vector products of obj_fn.")
+    _check_stack(state.eigvecs, params, "the state's eigvecs (vs params)")
+    return jax.lax.cond(due_now(state.count), lambda s: lanczos_refresh(s, params, obj_fn),
+                        lambda s: s, state)
+
+  def due_now(count):
+    since = count - burnin_steps
+    return jnp.logical_and(since >= 0, since % refresh_every == 0)
+
+  def use_given(state, updates, eigenpairs):
+    if not isinstance(eigenpairs, krylov.Eigenpairs):
+      raise TypeError(f"eigenpairs must be a sharp_dirs Eigenpairs, got "
+                      f"{type(eigenpairs).__name__}.")
+    n = _check_stack(eigenpairs.eigvecs, updates, "eigenpairs.eigvecs")
+    if n < k or jnp.shape(eigenpairs.eigvals) != (n,):
+      raise ValueError(
+          f"eigenpairs must hold at least num_directions={k} pairs with eigvals of shape [n] "
+          f"matching eigvecs' leading axis; got eigvals {jnp.shape(eigenpairs.eigvals)} and "
+          f"{n} eigenvectors.")
+    residuals = jnp.broadcast_to(jnp.asarray(eigenpairs.residuals), (n,))
+    return state._replace(
+        eigvals=jnp.asarray(eigenpairs.eigvals)[:k].astype(state.eigvals.dtype),
+        eigvecs=tm.cast(jax.tree.map(lambda e: e[:k], eigenpairs.eigvecs), state.eigvecs),
+        residuals=residuals[:k].astype(state.residuals.dtype))
+
+  def factors_for(state):
+    dtype = state.eigvals.dtype
+    ones = jnp.ones([k], dtype)
+    complement = jnp.ones([], dtype)
+    if rule in ("constant", "random"):
+      factors = jnp.broadcast_to(jnp.asarray(gamma, dtype), (k,))
+    elif rule == "remove":
+      factors = jnp.zeros([k], dtype)
+    elif rule == "only_top":
+      factors, complement = ones, jnp.zeros([], dtype)
+    else:  # stability
+      lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+      step_sharpness = jnp.asarray(lr, dtype) * state.eigvals
+      cap = jnp.asarray(stability_cap, dtype)
+      over = step_sharpness > cap
+      factors = jnp.where(over, cap / jnp.where(over, step_sharpness, 1), ones)
+    in_burnin = state.count < burnin_steps
+    return jnp.where(in_burnin, ones, factors), jnp.where(in_burnin, 1, complement)
+
+  def apply(state, updates):
+    factors, complement = factors_for(state)
+    return _nudge(state.eigvecs, updates, factors, complement)
+
+  return _Nudge(init, refresh, apply)
+
+
+def scale_by_nudge(
+    num_directions: int,
+    *,
+    gamma: jax.typing.ArrayLike = 0.1,
+    rule: str = "constant",
+    refresh_every: jax.typing.ArrayLike = 100,
+    burnin_steps: jax.typing.ArrayLike = 0,
+    num_lanczos_steps: Optional[int] = None,
+    which: str = "largest",
+    tol: Optional[float] = None,
+    warm_start_noise: jax.typing.ArrayLike = 0.1,
+    learning_rate: Optional[optax.ScalarOrSchedule] = None,
+    stability_cap: jax.typing.ArrayLike = 1.0,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Rescales updates along the top-k Hessian eigenvectors (Nudged SGD's preconditioner).
+
+  .. math::
+
+    u = c\,g + \sum_{i=1}^k (\gamma_i - c) \langle e_i, g \rangle e_i
+
+  with (γ_i, c) given by ``rule`` (module docstring); the default ``"constant"`` rule is the
+  paper's γ_i = γ, c = 1. ``update(updates, state, params, *, obj_fn=None, eigenpairs=None)``:
+
+  - ``obj_fn``: params ↦ scalar loss on a Hessian batch (as for ``optax.contrib.sophia``: with
+    ``loss_fn(params, batch)``, pass ``obj_fn=lambda p: loss_fn(p, batch)``). At steps
+    ``burnin_steps + j·refresh_every`` the top-k eigenpairs of its Hessian at ``params`` are
+    recomputed by Lanczos (``lax.cond`` on the count: other steps cost no HVP), warm-started
+    from the previous eigenvectors after the first refresh.
+  - ``eigenpairs``: an ``Eigenpairs`` computed elsewhere (leaves ``[n >= k, *param.shape]``);
+    its first k pairs are used as given, at every step.
+
+  Exactly one of the two is needed, except with ``rule="random"``, which needs neither (and
+  ignores both, so a control run can share the train step). During the first ``burnin_steps``
+  updates pass through unchanged (and nothing is refreshed).
+
+  Args:
+    num_directions: k, the number of sharpest directions (static).
+    gamma: γ, scalar or [k] (rules "constant" and "random"); 1 is plain SGD.
+    rule: "constant", "remove", "only_top", "random" or "stability" (module docstring).
+    refresh_every: steps between refreshes (the paper: once per epoch).
+    burnin_steps: plain steps before nudging starts (the paper's ``burnin``).
+    num_lanczos_steps: most HVPs per refresh (static); default max(20, 3k), capped at the
+      number of parameters.
+    which: "largest" (algebraic) or "magnitude" (the paper's ARPACK 'LM').
+    tol: stop a refresh early once every pair has ‖Hu − λu‖ <= tol·|λ| (saves HVPs when warm).
+    warm_start_noise: relative size of the random part of the warm-start vector.
+    learning_rate: η (scalar or schedule of the count), only for rule "stability".
+    stability_cap: c, the cap on γ_i·η·λ_i of rule "stability" (2 is the edge of stability of
+      a quadratic; 1 jumps to the minimum along e_i).
+    seed: seed of the PRNG key kept in the state.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with state ``ScaleByNudgeState``.
+
+  .. note::
+    Under ``optax.inject_hyperparams`` pass ``static_args=sharp_dirs.nudge.STATIC_ARGS``:
+    ``num_directions`` and ``num_lanczos_steps`` fix array shapes. Under ``vmap`` the
+    ``lax.cond`` runs both branches (a refresh at every step).
+  """
+  nudge = _make_nudge(
+      num_directions, gamma=gamma, rule=rule, refresh_every=refresh_every,
+      burnin_steps=burnin_steps, num_lanczos_steps=num_lanczos_steps, which=which, tol=tol,
+      warm_start_noise=warm_start_noise, learning_rate=learning_rate,
+      stability_cap=stability_cap, seed=seed)
+
+  def update_fn(updates, state, params=None, *, obj_fn=None, eigenpairs=None, **extra_args):
+    del extra_args
+    state = nudge.refresh(state, updates, params, obj_fn, eigenpairs)
+    updates = nudge.apply(state, updates)
+    return updates, state._replace(count=optax.safe_int32_increment(state.count))
+
+  return optax.GradientTransformationExtraArgs(nudge.init, update_fn)
+
+
+class NudgeBothState(NamedTuple):
+  """State of nudged_sgd's "nudge_both" variant: one nudge shared by gradient and velocity."""
+  nudge: ScaleByNudgeState
+  trace: optax.TraceState
+
+
+def _nudge_both(nudge: _Nudge, trace: optax.GradientTransformation
+                ) -> optax.GradientTransformationExtraArgs:
+  """u = nudge(g), v = trace(u), step direction nudge(v), with one refresh for both nudges."""
+
+  def init_fn(params):
+    return NudgeBothState(nudge.init(params), trace.init(params))
+
+  def update_fn(updates, state, params=None, *, obj_fn=None, eigenpairs=None, **extra_args):
+    del extra_args
+    nudge_state = nudge.refresh(state.nudge, updates, params, obj_fn, eigenpairs)
+    velocity, trace_state = trace.update(nudge.apply(nudge_state, updates), state.trace, params)
+    updates = nudge.apply(nudge_state, velocity)
+    nudge_state = nudge_state._replace(count=optax.safe_int32_increment(nudge_state.count))
+    return updates, NudgeBothState(nudge_state, trace_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def nudged_sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    num_directions: int,
+    *,
+    gamma: jax.typing.ArrayLike = 0.1,
+    momentum: Optional[jax.typing.ArrayLike] = None,
+    nesterov: bool = False,
+    variant: str = "nudge_velocity",
+    rule: str = "constant",
+    refresh_every: jax.typing.ArrayLike = 100,
+    burnin_steps: jax.typing.ArrayLike = 0,
+    num_lanczos_steps: Optional[int] = None,
+    which: str = "largest",
+    tol: Optional[float] = None,
+    warm_start_noise: jax.typing.ArrayLike = 0.1,
+    stability_cap: jax.typing.ArrayLike = 1.0,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Nudged SGD: SGD (with optional momentum) whose step is rescaled along e_1..e_k.
+
+  Without momentum, Δθ = −η [γ E Eᵀ g + (I − E Eᵀ) g]. With momentum m (v_0 = 0), the paper's
+  three variants (its ``type=``), N(·) being the nudge:
+
+  - ``"nudge_gradient"`` (``correct_g``): v = m v + N(g), Δθ = −η v;
+  - ``"nudge_velocity"`` (``correct_v``, the paper's default): v = m v + g is stored and
+    Δθ = −η N(v);
+  - ``"nudge_both"`` (``correct_both``): v = m v + N(g), Δθ = −η N(v), both nudges sharing one
+    refresh.
+
+  Extra arguments (``obj_fn=`` or ``eigenpairs=``) are those of ``scale_by_nudge``; the other
+  arguments are too (``learning_rate`` also feeds rule "stability").
+
+  Args:
+    learning_rate: η, scalar or schedule.
+    num_directions: k (static).
+    gamma: γ, scalar or [k].
+    momentum: m, or None for plain SGD (then ``variant`` is irrelevant).
+    nesterov: Nesterov momentum (``optax.trace``'s; the nudged velocity is its output).
+    variant: "nudge_gradient", "nudge_velocity" or "nudge_both".
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``; ``optax.tree.get(opt_state, "eigvals")``
+    reads the current eigenvalues in every variant.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, numpy as np, optax, sharp_dirs
+    >>> obj_fn = lambda p: 0.5 * jnp.sum(jnp.array([100., 1., 1.]) * p ** 2)
+    >>> tx = sharp_dirs.nudged_sgd(0.03, 1, gamma=0.1, num_lanczos_steps=3)
+    >>> params = jnp.ones(3)
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update(jax.grad(obj_fn)(params), state, params, obj_fn=obj_fn)
+    >>> print(np.asarray(optax.apply_updates(params, updates)).round(2))
+    [0.7  0.97 0.97]
+  """
+  if variant not in VARIANTS:
+    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
+  kwargs = dict(gamma=gamma, rule=rule, refresh_every=refresh_every, burnin_steps=burnin_steps,
+                num_lanczos_steps=num_lanczos_steps, which=which, tol=tol,
+                warm_start_noise=warm_start_noise, learning_rate=learning_rate,
+                stability_cap=stability_cap, seed=seed)
+  lr = optax.scale_by_learning_rate(learning_rate)
+  if momentum is None:
+    return optax.chain(scale_by_nudge(num_directions, **kwargs), lr)
+  trace = optax.trace(momentum, nesterov)
+  if variant == "nudge_gradient":
+    return optax.chain(scale_by_nudge(num_directions, **kwargs), trace, lr)
+  if variant == "nudge_velocity":
+    return optax.chain(trace, scale_by_nudge(num_directions, **kwargs), lr)
+  return optax.chain(_nudge_both(_make_nudge(num_directions, **kwargs), trace), lr)
