@@ -14,3 +14,4 @@ from sharp_dirs.nudge import rescale_along
 from sharp_dirs.nudge import scale_by_nudge
 from sharp_dirs.nudge import nudged_sgd
 from sharp_dirs.nudge import ScaleByNudgeState
+from sharp_dirs import data  # lazy: see sharp_dirs/data/__init__.py

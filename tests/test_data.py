@@ -106,21 +106,24 @@ def test_real_fashion_mnist_from_debian():
   """The real data (installed by `make install`): 60k/10k, 6000/1000 per class, split 50k/10k."""
   idx_dir = paths.DEBIAN_FASHION_MNIST_DIR
   fashion_mnist.check_idx_dir(idx_dir)  # raises if dataset-fashion-mnist is not installed
-  builder = fashion_mnist.prepare(None, idx_dir)  # default data dir; prepared once (~20 s)
-  raw = {s: fashion_mnist.read_split(builder, s) for s in ("train", "test")}
-  assert raw["train"]["image"].shape == (60000, 28, 28, 1)
-  assert raw["test"]["image"].shape == (10000, 28, 28, 1)
-  np.testing.assert_array_equal(np.bincount(raw["train"]["label"]), [6000] * 10)
-  np.testing.assert_array_equal(np.bincount(raw["test"]["label"]), [1000] * 10)
-  np.testing.assert_array_equal(
-      raw["test"]["image"][..., 0], fashion_mnist.read_idx(f"{idx_dir}/t10k-images-idx3-ubyte.gz"))
+  fashion_mnist.prepare(None, idx_dir)  # default data dir; prepared once (~20 s), then a no-op
   ds = data.load_dataset("fashion_mnist", data_seed=777)
   assert [len(s["label"]) for s in (ds.train, ds.valid, ds.test)] == [50000, 10000, 10000]
+  labels = np.concatenate([ds.train["label"], ds.valid["label"]])
+  np.testing.assert_array_equal(np.bincount(labels), [6000] * 10)
+  np.testing.assert_array_equal(np.bincount(ds.test["label"]), [1000] * 10)
+  # Exactly the IDX content, in IDX order, split by RandomState(777) like the paper's code.
+  idx = {p: (fashion_mnist.read_idx(f"{idx_dir}/{p}-images-idx3-ubyte.gz"),
+             fashion_mnist.read_idx(f"{idx_dir}/{p}-labels-idx1-ubyte.gz")) for p in ("train", "t10k")}
   train_idx, valid_idx = pipeline.train_valid_split(60000, 10000, 777)
-  np.testing.assert_array_equal(ds.valid["label"], raw["train"]["label"][valid_idx])
+  uncenter = lambda x: np.rint(x[..., 0] * ds.stats["std"] + ds.stats["mean"][..., 0])
+  np.testing.assert_array_equal(uncenter(ds.test["image"]), idx["t10k"][0])
+  np.testing.assert_array_equal(ds.test["label"], idx["t10k"][1])
+  np.testing.assert_array_equal(uncenter(ds.valid["image"]), idx["train"][0][valid_idx])
+  np.testing.assert_array_equal(ds.train["label"], idx["train"][1][train_idx])
   # "center": per-pixel mean over the 50k train images, one global std of those images.
-  x = raw["train"]["image"][train_idx].astype(np.float64)
-  np.testing.assert_allclose(ds.stats["mean"], x.mean(axis=0), rtol=1e-5, atol=1e-4)
+  x = idx["train"][0][train_idx].astype(np.float64)
+  np.testing.assert_allclose(ds.stats["mean"][..., 0], x.mean(axis=0), rtol=1e-5, atol=1e-4)
   np.testing.assert_allclose(ds.stats["std"], x.std(), rtol=1e-6)
   np.testing.assert_allclose(ds.train["image"].mean(axis=0), 0.0, atol=1e-4)
 
@@ -398,14 +401,16 @@ def _write_lazyload_db(prefix, objects):
                                     "compressed": np.array([True])})
 
 
-def test_austen_fixture_rda_and_lazyload(tmp_path):
+def test_austen_fixture_rda_and_lazyload(tmp_path, monkeypatch):
+  monkeypatch.setenv(paths.CACHE_DIR_ENV, str(tmp_path / "cache"))
   rda_dir, db_dir = tmp_path / "rda", tmp_path / "db"
   rda_dir.mkdir()
   db_dir.mkdir()
   rdata.write_rda(str(rda_dir / "novels.rda"), dict(_NOVELS))
   _write_lazyload_db(str(db_dir / "Rdata"), dict(_NOVELS))
   novels = text.read_austen(str(rda_dir))
-  assert novels == text.read_austen(str(db_dir))
+  assert novels == text.read_austen(str(db_dir)) == text.read_austen(str(db_dir), cache=False)
+  assert len(os.listdir(tmp_path / "cache" / "text")) == 2  # one JSON cache per source
   assert list(novels) == ["novel_a", "novel_b"] and novels["novel_a"][2] == "The cat sat on the mat."
   ds = data.load_dataset("austen", source_dir=str(db_dir), vocab_size=8)
   assert ds.kind == "lm" and len(ds.vocab) == ds.num_classes == 8

@@ -13,29 +13,51 @@ Public API:
 Data dir: ``data_dir=`` argument, else ``$SHARP_DIRS_DATA_DIR``, else
 ``~/.cache/sharp_dirs/tensorflow_datasets``. ``python -m sharp_dirs.data prepare`` prepares
 Fashion-MNIST there and fetches the Jane Austen corpus.
+
+Imports are lazy (PEP 562): ``from sharp_dirs import data`` costs nothing until a name is used,
+so ``import sharp_dirs`` does not pay for tensorflow-datasets.
 """
 
-from sharp_dirs.data.augment import augment_batch
-from sharp_dirs.data.augment import center_stats
-from sharp_dirs.data.augment import max_shifts
-from sharp_dirs.data.augment import shift_images
-from sharp_dirs.data.fashion_mnist import FashionMnistIdx
-from sharp_dirs.data.fashion_mnist import prepare as prepare_fashion_mnist
-from sharp_dirs.data.paths import DatasetNotFoundError
-from sharp_dirs.data.paths import default_data_dir
-from sharp_dirs.data.pipeline import batch_key
-from sharp_dirs.data.pipeline import batch_stream
-from sharp_dirs.data.pipeline import Dataset
-from sharp_dirs.data.pipeline import DATASETS
-from sharp_dirs.data.pipeline import epoch_batches
-from sharp_dirs.data.pipeline import epoch_permutation
-from sharp_dirs.data.pipeline import hessian_sample
-from sharp_dirs.data.pipeline import load_dataset
-from sharp_dirs.data.pipeline import num_hessian_batches
-from sharp_dirs.data.pipeline import num_steps_per_epoch
-from sharp_dirs.data.pipeline import shard_batch
-from sharp_dirs.data.pipeline import train_valid_split
-from sharp_dirs.data.text import fetch_janeaustenr
-from sharp_dirs.data.text import lm_epoch_batches
-from sharp_dirs.data.text import lm_num_steps_per_epoch
-from sharp_dirs.data.text import lm_windows
+import importlib
+
+_EXPORTS = {
+    "augment_batch": ("sharp_dirs.data.augment", "augment_batch"),
+    "center_stats": ("sharp_dirs.data.augment", "center_stats"),
+    "max_shifts": ("sharp_dirs.data.augment", "max_shifts"),
+    "shift_images": ("sharp_dirs.data.augment", "shift_images"),
+    "FashionMnistIdx": ("sharp_dirs.data.fashion_mnist", "FashionMnistIdx"),
+    "prepare_fashion_mnist": ("sharp_dirs.data.fashion_mnist", "prepare"),
+    "DatasetNotFoundError": ("sharp_dirs.data.paths", "DatasetNotFoundError"),
+    "default_data_dir": ("sharp_dirs.data.paths", "default_data_dir"),
+    "batch_key": ("sharp_dirs.data.pipeline", "batch_key"),
+    "batch_stream": ("sharp_dirs.data.pipeline", "batch_stream"),
+    "Dataset": ("sharp_dirs.data.pipeline", "Dataset"),
+    "DATASETS": ("sharp_dirs.data.pipeline", "DATASETS"),
+    "epoch_batches": ("sharp_dirs.data.pipeline", "epoch_batches"),
+    "epoch_permutation": ("sharp_dirs.data.pipeline", "epoch_permutation"),
+    "hessian_sample": ("sharp_dirs.data.pipeline", "hessian_sample"),
+    "load_dataset": ("sharp_dirs.data.pipeline", "load_dataset"),
+    "num_hessian_batches": ("sharp_dirs.data.pipeline", "num_hessian_batches"),
+    "num_steps_per_epoch": ("sharp_dirs.data.pipeline", "num_steps_per_epoch"),
+    "shard_batch": ("sharp_dirs.data.pipeline", "shard_batch"),
+    "train_valid_split": ("sharp_dirs.data.pipeline", "train_valid_split"),
+    "fetch_janeaustenr": ("sharp_dirs.data.text", "fetch_janeaustenr"),
+    "lm_epoch_batches": ("sharp_dirs.data.text", "lm_epoch_batches"),
+    "lm_num_steps_per_epoch": ("sharp_dirs.data.text", "lm_num_steps_per_epoch"),
+    "lm_windows": ("sharp_dirs.data.text", "lm_windows"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    module, attr = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))

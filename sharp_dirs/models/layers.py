@@ -80,6 +80,13 @@ def im2col(x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int],
   return cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
 
 
+def conv_by_matmul(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                   padding: Union[str, Sequence[tuple]]) -> jax.Array:
+  """Convolution x [B, *spatial, C] ⋆ kernel [*k, C, F] -> [B, *out, F] as im2col(x) @ W."""
+  patches = im2col(x, kernel.shape[:-2], strides, padding)
+  return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
 class Im2colConv(nn.Module):
   """Drop-in for ``nn.Conv`` (same params) as im2col by slicing + one matmul.
 
@@ -104,8 +111,7 @@ class Im2colConv(nn.Module):
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    patches = im2col(x, ks, strides, self.padding)
-    y = patches @ kernel.reshape(-1, self.features)
+    y = conv_by_matmul(x, kernel, strides, self.padding)
     return y if bias is None else y + bias
 
 

@@ -1,0 +1,143 @@
+"""Hessian-vector products and hessian_top_k against dense float64 Hessians and closed forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sharp_dirs import hessian
+from sharp_dirs import tree_math as tm
+from conftest import dense_hessian, flat, mlp_problem
+
+
+def _unravel_like(params):
+  return jax.flatten_util.ravel_pytree(params)[1]
+
+
+def test_hvp_matches_dense_hessian(x64):
+  params, batches, loss_fn = mlp_problem()
+  batch = hessian.first_batch(batches)
+  h = dense_hessian(loss_fn, params, jax.tree.map(lambda x: x[:1], batches))
+  v = tm.normal_like(jax.random.PRNGKey(0), params)
+  np.testing.assert_allclose(flat(hessian.hvp(loss_fn, params, batch, v)), h @ flat(v),
+                             rtol=1e-10, atol=1e-12)
+
+
+def test_dataset_hvp_is_the_hessian_of_the_mean_over_all_examples(x64):
+  params, batches, loss_fn = mlp_problem(num_batches=4)
+  h = dense_hessian(loss_fn, params, batches)
+  matvec = jax.jit(hessian.dataset_hvp(loss_fn, params, batches))
+  u, v = (tm.normal_like(jax.random.PRNGKey(s), params) for s in (1, 2))
+  np.testing.assert_allclose(flat(matvec(v)), h @ flat(v), rtol=1e-10, atol=1e-12)
+  # Symmetry: <u, Hv> = <Hu, v>.
+  np.testing.assert_allclose(tm.vdot(u, matvec(v)), tm.vdot(matvec(u), v), rtol=1e-12)
+
+
+def test_hessian_top_k_matches_dense_eigh(x64):
+  params, batches, loss_fn = mlp_problem()
+  h = np.asarray(dense_hessian(loss_fn, params, batches))
+  expected, vecs = np.linalg.eigh(h)
+  pairs = hessian.hessian_top_k(loss_fn, params, batches, jax.random.PRNGKey(0), k=3,
+                                num_lanczos_steps=43, exact_residuals=True)
+  np.testing.assert_allclose(pairs.eigvals, expected[::-1][:3], rtol=1e-8, atol=1e-10)
+  for i in range(3):
+    u = flat(tm.stack_get(pairs.eigvecs, i))
+    np.testing.assert_allclose(abs(u @ vecs[:, -1 - i]), 1.0, atol=1e-6)
+  assert np.all(pairs.residuals < 1e-6)
+  assert int(pairs.num_matvecs) == 43 + 3
+
+
+def test_magnitude_finds_negative_curvature_of_a_saddle(x64):
+  """f = ½ xᵀ diag(d) x with one large negative curvature: 'magnitude' ranks it first."""
+  d = jnp.asarray([-9.0, 4.0, 3.0, 1.0, 0.5, 0.1])
+  loss_fn = lambda p, batch: 0.5 * jnp.sum(batch["scale"] * d * p["x"] ** 2) / batch["scale"].size
+  params = {"x": jnp.ones(6)}
+  batches = {"scale": jnp.ones((2, 6))}  # two batches of "examples", equal weight
+  largest = hessian.hessian_top_k(loss_fn, params, batches, jax.random.PRNGKey(0), k=2,
+                                  num_lanczos_steps=6)
+  magnitude = hessian.hessian_top_k(loss_fn, params, batches, jax.random.PRNGKey(0), k=2,
+                                    num_lanczos_steps=6, which="magnitude")
+  np.testing.assert_allclose(largest.eigvals, np.array([4.0, 3.0]) / 6, rtol=1e-10)
+  np.testing.assert_allclose(magnitude.eigvals, np.array([4.0, -9.0]) / 6, rtol=1e-10)
+
+
+def test_least_squares_closed_form(x64):
+  """L(w) = mean_i (x_iᵀ w − y_i)²  has  H = 2 XᵀX / n, whatever w and y."""
+  rng = np.random.default_rng(0)
+  n, d = 96, 12
+  x = rng.normal(size=(n, d)) * np.linspace(3, 0.2, d)  # separated top eigenvalues
+  y = rng.normal(size=n)
+  batches = {"x": jnp.asarray(x.reshape(4, 24, d)), "y": jnp.asarray(y.reshape(4, 24))}
+  loss_fn = lambda p, b: jnp.mean((b["x"] @ p["w"] + p["c"] - b["y"]) ** 2)
+  params = {"w": jnp.asarray(rng.normal(size=d)), "c": jnp.zeros(())}
+  xa = np.concatenate([np.ones((n, 1)), x], axis=1)  # [c, w] is the flat order
+  expected = np.linalg.eigvalsh(2 * xa.T @ xa / n)[::-1]
+  pairs = hessian.hessian_top_k(loss_fn, params, batches, jax.random.PRNGKey(3), k=4,
+                                num_lanczos_steps=13)
+  np.testing.assert_allclose(pairs.eigvals, expected[:4], rtol=1e-10)
+
+
+def test_warm_start_along_a_trajectory_spends_fewer_hvps(x64):
+  params, batches, loss_fn = mlp_problem(num_batches=2)
+  key = jax.random.PRNGKey(0)
+  first = hessian.hessian_top_k(loss_fn, params, batches, key, k=3, num_lanczos_steps=40,
+                                tol=1e-6)
+  grad = jax.grad(loss_fn)(params, hessian.first_batch(batches))
+  moved = tm.axpy(-0.01, grad, params)
+  cold = hessian.hessian_top_k(loss_fn, moved, batches, key, k=3, num_lanczos_steps=40, tol=1e-6)
+  warm = hessian.hessian_top_k(loss_fn, moved, batches, key, k=3, num_lanczos_steps=40, tol=1e-6,
+                               init=first)
+  np.testing.assert_allclose(warm.eigvals, cold.eigvals, rtol=1e-5)
+  assert int(warm.num_matvecs) < int(cold.num_matvecs)
+
+
+def test_gauss_newton_vector_product_matches_dense(x64):
+  params, batches, _ = mlp_problem()
+  batch = hessian.first_batch(batches)
+
+  def predict(p, b):
+    return jnp.tanh(b["x"] @ p["dense1"]["kernel"] + p["dense1"]["bias"]) @ p["dense2"][
+        "kernel"] + p["dense2"]["bias"]
+
+  def output_loss(z, b):
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), b["y"][:, None], axis=1))
+
+  flat_params, unravel = jax.flatten_util.ravel_pytree(params)
+  z = predict(params, batch)
+  jac = jax.jacobian(lambda f: predict(unravel(f), batch).ravel())(flat_params)  # [B·C, P]
+  h_out = jax.hessian(lambda zz: output_loss(zz.reshape(z.shape), batch))(z.ravel())
+  gn = jac.T @ h_out @ jac
+  v = tm.normal_like(jax.random.PRNGKey(1), params)
+  np.testing.assert_allclose(flat(hessian.gnvp(predict, output_loss, params, batch, v)),
+                             gn @ flat(v), rtol=1e-10, atol=1e-12)
+  assert np.linalg.eigvalsh(gn).min() > -1e-12  # PSD for cross-entropy
+
+
+def test_bad_input_gets_named_errors():
+  params, batches, loss_fn = mlp_problem(dtype=jnp.float32)
+  key = jax.random.PRNGKey(0)
+  with pytest.raises(ValueError, match="must return a scalar"):
+    hessian.hessian_top_k(lambda p, b: jnp.zeros(3) + loss_fn(p, b), params, batches, key, k=1,
+                          num_lanczos_steps=4)
+  with pytest.raises(ValueError, match="k=6 eigenpairs"):
+    hessian.hessian_top_k(loss_fn, params, batches, key, k=6, num_lanczos_steps=5)
+  with pytest.raises(ValueError, match="same leading"):
+    hessian.hessian_top_k(loss_fn, params, {"x": batches["x"], "y": batches["y"][:2]}, key, k=1,
+                          num_lanczos_steps=4)
+  bad_init = hessian.hessian_top_k(loss_fn, params, batches, key, k=2, num_lanczos_steps=4)
+  bad_init = bad_init._replace(eigvecs={"dense1": bad_init.eigvecs["dense1"]})
+  with pytest.raises(ValueError, match="init.eigvecs"):
+    hessian.hessian_top_k(loss_fn, params, batches, key, k=2, num_lanczos_steps=4, init=bad_init)
+  with pytest.raises(FloatingPointError, match="non-finite"):
+    hessian.hessian_top_k(lambda p, b: loss_fn(p, b) * jnp.inf, params, batches, key, k=1,
+                          num_lanczos_steps=4)
+
+
+def test_second_call_does_not_recompile():
+  params, batches, loss_fn = mlp_problem(dtype=jnp.float32)
+  before = hessian._hessian_top_k._cache_size()
+  for seed in range(2):
+    moved = tm.scale(1.0 + seed, params)
+    hessian.hessian_top_k(loss_fn, moved, batches, jax.random.PRNGKey(seed), k=2,
+                          num_lanczos_steps=6)
+  assert hessian._hessian_top_k._cache_size() == before + 1
