@@ -114,7 +114,8 @@ def test_real_fashion_mnist_from_debian():
   np.testing.assert_array_equal(np.bincount(ds.test["label"]), [1000] * 10)
   # Exactly the IDX content, in IDX order, split by RandomState(777) like the paper's code.
   idx = {p: (fashion_mnist.read_idx(f"{idx_dir}/{p}-images-idx3-ubyte.gz"),
-             fashion_mnist.read_idx(f"{idx_dir}/{p}-labels-idx1-ubyte.gz")) for p in ("train", "t10k")}
+             fashion_mnist.read_idx(f"{idx_dir}/{p}-labels-idx1-ubyte.gz"))
+         for p in ("train", "t10k")}
   train_idx, valid_idx = pipeline.train_valid_split(60000, 10000, 777)
   uncenter = lambda x: np.rint(x[..., 0] * ds.stats["std"] + ds.stats["mean"][..., 0])
   np.testing.assert_array_equal(uncenter(ds.test["image"]), idx["t10k"][0])
@@ -411,7 +412,8 @@ def test_austen_fixture_rda_and_lazyload(tmp_path, monkeypatch):
   novels = text.read_austen(str(rda_dir))
   assert novels == text.read_austen(str(db_dir)) == text.read_austen(str(db_dir), cache=False)
   assert len(os.listdir(tmp_path / "cache" / "text")) == 2  # one JSON cache per source
-  assert list(novels) == ["novel_a", "novel_b"] and novels["novel_a"][2] == "The cat sat on the mat."
+  assert list(novels) == ["novel_a", "novel_b"]
+  assert novels["novel_a"][2] == "The cat sat on the mat."
   ds = data.load_dataset("austen", source_dir=str(db_dir), vocab_size=8)
   assert ds.kind == "lm" and len(ds.vocab) == ds.num_classes == 8
   assert ds.vocab[:2] == ("<unk>", "<eos>") and ds.vocab[2] == "the"
