@@ -50,7 +50,7 @@ STATIC_ARGS = ("num_directions", "num_lanczos_steps")
 class ScaleByNudgeState(NamedTuple):
   """State of ``scale_by_nudge``: a pytree of arrays (checkpoint it like any optax state)."""
   count: jax.Array  # shape=(), dtype=jnp.int32: updates seen.
-  eigvals: jax.Array  # [k] λ_i of the current directions (0 before the first refresh).
+  eigvals: jax.Array  # [k] λ_i of the directions (0 before the first refresh, and for "random").
   eigvecs: optax.Updates  # leaves [k, *param.shape]: the directions e_i (0 before the first).
   residuals: jax.Array  # [k] ‖H e_i − λ_i e_i‖ as reported by Lanczos.
   num_refreshes: jax.Array  # shape=(), dtype=jnp.int32: refreshes done by this transform.
