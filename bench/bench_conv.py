@@ -24,7 +24,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from sharp_dirs import models  # noqa: E402
 
-IMPLS = ("xla", "im2col")
+IMPLS = ("xla", "im2col", "im2col_full")
 
 
 def median_ms(fn, *args, repeats: int) -> float:

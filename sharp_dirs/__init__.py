@@ -10,6 +10,17 @@ from sharp_dirs.krylov import lanczos
 from sharp_dirs.krylov import LanczosResult
 from sharp_dirs.krylov import top_k_eigenpairs
 from sharp_dirs.krylov import warm_start_vector
+from sharp_dirs.hessian import dataset_hvp
+from sharp_dirs.hessian import gnvp
+from sharp_dirs.hessian import hessian_top_k
+from sharp_dirs.hessian import hvp
+from sharp_dirs.spectral import density_on_grid
+from sharp_dirs.spectral import frobenius_norm
+from sharp_dirs.spectral import frobenius_norm_as_in_paper
+from sharp_dirs.spectral import hutchinson_trace
+from sharp_dirs.spectral import slq_expectation
+from sharp_dirs.spectral import spectral_density
+from sharp_dirs.spectral import SpectralDensity
 from sharp_dirs.nudge import rescale_along
 from sharp_dirs.nudge import scale_by_nudge
 from sharp_dirs.nudge import nudged_sgd

@@ -7,7 +7,8 @@ H with residual norms ‖Hu − λu‖.
 
 Numerics:
 - the Krylov basis, α and β are kept in float64 when ``jax_enable_x64`` is on (float32
-  otherwise), whatever the parameters' dtype; the matvec itself runs in the parameters' dtype;
+  otherwise), whatever the parameters' dtype; the matvec receives and returns vectors in the
+  dtypes of ``v0`` (the parameters' dtypes);
 - full reorthogonalization is two passes of classical Gram-Schmidt against the whole basis;
 - breakdown (β ≈ 0: the Krylov space is an invariant subspace) restarts from a random vector
   orthogonal to the basis and records β = 0, so T becomes block diagonal and no NaN appears;
@@ -126,6 +127,7 @@ def _run(matvec: MatVec, v0: PyTree, num_steps: int, reorthogonalize: bool,
   """The Lanczos loop; ``stop(alphas, betas, beta, steps_done) -> bool`` may end it early."""
   dtype = krylov_dtype(v0)
   eps = jnp.finfo(dtype).eps
+  like = v0
   v0 = tm.astype(v0, dtype)
   v0 = tm.scale(1.0 / tm.norm(v0), v0)
   basis = tm.stack_set(tm.zeros_stack(num_steps, v0, dtype), 0, v0)
@@ -134,7 +136,7 @@ def _run(matvec: MatVec, v0: PyTree, num_steps: int, reorthogonalize: bool,
   def body(state):
     i, basis, alphas, betas, v_prev, beta_prev, scale_est, _ = state
     v = tm.stack_get(basis, i)
-    w = tm.astype(matvec(v), dtype)
+    w = tm.astype(matvec(tm.cast(v, like)), dtype)
     alpha = tm.vdot(w, v)
     if reorthogonalize:
       w = _orthogonalize(w, basis)
@@ -239,7 +241,7 @@ def top_k_eigenpairs(matvec: MatVec, v0: PyTree, k: int, num_steps: int, *,
   eigvecs = tm.stack_combine(s.T, result.basis)
   num_matvecs = result.num_matvecs
   if exact_residuals:
-    hu = jax.lax.map(matvec, eigvecs)
+    hu = jax.lax.map(lambda u: matvec(tm.cast(u, v0)), eigvecs)
     residuals = jax.vmap(lambda h, u, t: tm.norm(tm.sub(h, tm.scale(t, u))))(
         tm.astype(hu, theta.dtype), eigvecs, theta)
     num_matvecs = num_matvecs + k

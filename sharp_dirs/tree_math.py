@@ -56,21 +56,28 @@ def size(a: PyTree) -> int:
   return int(sum(np.prod(np.shape(x), dtype=np.int64) for x in jax.tree.leaves(a)))
 
 
+def _draw_like(sample, key: jax.Array, a: PyTree) -> PyTree:
+  """One draw of ``sample(key, [size(a)], dtype)`` split into a's leaves.
+
+  A single random op (not one per leaf) keeps compile time flat in the number of leaves.
+  """
+  leaves, treedef = jax.tree.flatten(a)
+  dtype = jnp.result_type(*[jnp.result_type(x) for x in leaves])
+  draw = sample(key, (size(a),), dtype)
+  cuts = np.cumsum([np.size(x) for x in leaves])[:-1]
+  parts = jnp.split(draw, cuts)
+  return jax.tree.unflatten(treedef, [
+      p.reshape(jnp.shape(x)).astype(jnp.result_type(x)) for p, x in zip(parts, leaves)])
+
+
 def normal_like(key: jax.Array, a: PyTree) -> PyTree:
   """A standard normal draw with the structure, shapes and dtypes of ``a``."""
-  leaves, treedef = jax.tree.flatten(a)
-  keys = jax.random.split(key, len(leaves))
-  return jax.tree.unflatten(
-      treedef, [jax.random.normal(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)])
+  return _draw_like(jax.random.normal, key, a)
 
 
 def rademacher_like(key: jax.Array, a: PyTree) -> PyTree:
   """Independent ±1 entries with the structure, shapes and dtypes of ``a``."""
-  leaves, treedef = jax.tree.flatten(a)
-  keys = jax.random.split(key, len(leaves))
-  return jax.tree.unflatten(
-      treedef,
-      [jax.random.rademacher(k, jnp.shape(x), jnp.result_type(x)) for k, x in zip(keys, leaves)])
+  return _draw_like(jax.random.rademacher, key, a)
 
 
 def stack_dot(stack: PyTree, v: PyTree) -> jax.Array:

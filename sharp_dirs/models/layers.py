@@ -1,18 +1,22 @@
 """Layers shared by the models: an im2col convolution, Keras-style LSTM, Keras initializers.
 
 ``Im2colConv`` computes the same function as ``flax.linen.Conv`` (stride s, 'SAME'/'VALID' or
-explicit padding, no dilation, no groups) as k₁·…·k_n shifted slices of the padded input
-concatenated along channels and one matmul:
+explicit padding, no dilation, no groups, 1-D/2-D/3-D) with its derivatives written as
+im2col by slicing: k₁·…·k_n shifted slices of the padded input concatenated along channels and
+one matmul,
 
   patches[b, p, (o, c)] = x_pad[b, s·p + o, c]        o ∈ kernel offsets (row-major), c < C
   y[b, p, f] = Σ_{o,c} patches[b, p, (o, c)] · kernel[o, c, f] + bias[f]
 
-Its parameters have nn.Conv's names, shapes and initializers (``kernel [*k, C, F]``,
-``bias [F]``), so the two are interchangeable on the same params. On CPU its weight gradient is
-one matmul ``patchesᵀ · dy`` instead of XLA's slow convolution-backprop-filter; see
-bench/bench_conv.py and bench/RESULTS_conv.md.
+By default the value itself comes from XLA's convolution (fast forward on CPU) and only the JVP
+rule is the matmul form, so gradients (dW = patchesᵀ dy, one matmul instead of XLA's slow
+convolution-backprop-filter on CPU) and forward-over-reverse HVPs avoid XLA's convolution
+derivatives; ``im2col_forward=True`` uses the matmul form for the value too. Its parameters
+have nn.Conv's names, shapes and initializers (``kernel [*k, C, F]``, ``bias [F]``), so the two
+are interchangeable on the same params. See bench/bench_conv.py and bench/RESULTS_conv.md.
 """
 
+import functools
 import itertools
 from typing import Any, Callable, Sequence, Union
 
@@ -20,8 +24,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
-CONV_IMPLS = ("auto", "xla", "im2col")
+CONV_IMPLS = ("auto", "xla", "im2col", "im2col_full")
 
 glorot_uniform = nn.initializers.glorot_uniform()
 zeros = nn.initializers.zeros
@@ -87,10 +92,44 @@ def conv_by_matmul(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   return patches @ kernel.reshape(-1, kernel.shape[-1])
 
 
-class Im2colConv(nn.Module):
-  """Drop-in for ``nn.Conv`` (same params) as im2col by slicing + one matmul.
+def _xla_conv(x, kernel, strides, padding):
+  n = x.ndim - 2
+  spec = "".join("DHW"[3 - n:])
+  return lax.conv_general_dilated(x, kernel, strides, padding,
+                                  dimension_numbers=(f"N{spec}C", f"{spec}IO", f"N{spec}C"))
 
-  x [B, *spatial, C] -> y [B, *out_spatial, features].
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def conv_im2col_jvp(x: jax.Array, kernel: jax.Array, strides: tuple, padding: tuple) -> jax.Array:
+  """XLA's convolution for the value, im2col matmuls for every derivative.
+
+  JVP rule: d(x ⋆ W) = im2col(dx) @ W + im2col(x) @ dW, so reverse mode (the transpose:
+  dW = im2col(x)ᵀ dy, dx = col2im(dy Wᵀ)) and forward-over-reverse HVPs run as matmuls, while
+  a plain forward pass keeps XLA's fast convolution. strides, padding: static tuples.
+  """
+  return _xla_conv(x, kernel, strides, padding)
+
+
+def _conv_im2col_jvp_rule(strides, padding, primals, tangents):
+  x, kernel = primals
+  dx, dkernel = tangents
+  y = conv_im2col_jvp(x, kernel, strides, padding)
+  terms = []
+  if not isinstance(dx, SymbolicZero):
+    terms.append(conv_by_matmul(dx, kernel, strides, padding))
+  if not isinstance(dkernel, SymbolicZero):
+    terms.append(conv_by_matmul(x, dkernel, strides, padding))
+  return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+
+
+conv_im2col_jvp.defjvp(_conv_im2col_jvp_rule, symbolic_zeros=True)
+
+
+class Im2colConv(nn.Module):
+  """Drop-in for ``nn.Conv`` (same params) whose derivatives are im2col matmuls.
+
+  x [B, *spatial, C] -> y [B, *out_spatial, features]. im2col_forward: compute the value as
+  im2col @ W too (slower forward on CPU; the derivatives are the same either way).
   """
   features: int
   kernel_size: Sequence[int]
@@ -101,6 +140,7 @@ class Im2colConv(nn.Module):
   bias_init: Callable = zeros
   dtype: Any = None
   param_dtype: Any = jnp.float32
+  im2col_forward: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -111,21 +151,29 @@ class Im2colConv(nn.Module):
     bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv_by_matmul(x, kernel, strides, self.padding)
+    if self.im2col_forward:
+      y = conv_by_matmul(x, kernel, strides, self.padding)
+    else:
+      pads = tuple(conv_padding(x.shape[1:-1], ks, strides, self.padding))
+      y = conv_im2col_jvp(x, kernel, strides, pads)
     return y if bias is None else y + bias
 
 
 def conv_module(impl: str) -> Callable[..., nn.Module]:
-  """The conv class for ``impl`` ∈ CONV_IMPLS; 'auto' = im2col on CPU, XLA's conv elsewhere.
+  """The conv class for ``impl`` ∈ CONV_IMPLS (all take nn.Conv's arguments, same params).
 
-  'auto' is resolved when the model is traced (``jax.default_backend()``): im2col measured
-  faster on CPU for gradients and HVPs (bench/RESULTS_conv.md); accelerators keep cuDNN/XLA.
+  'xla': nn.Conv. 'im2col': Im2colConv (XLA value, im2col derivatives). 'im2col_full':
+  Im2colConv with the value as im2col @ W too. 'auto': 'im2col' on CPU, 'xla' elsewhere,
+  resolved when the model is traced (``jax.default_backend()``); im2col measured faster on CPU
+  for gradients and HVPs (bench/RESULTS_conv.md), accelerators keep cuDNN/XLA.
   """
   if impl not in CONV_IMPLS:
     raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
   if impl == "auto":
     impl = "im2col" if jax.default_backend() == "cpu" else "xla"
-  return Im2colConv if impl == "im2col" else nn.Conv
+  if impl == "xla":
+    return nn.Conv
+  return functools.partial(Im2colConv, im2col_forward=(impl == "im2col_full"))
 
 
 class KerasLSTM(nn.Module):

@@ -1,0 +1,341 @@
+"""Models: exact parameter counts, shapes, train/inference modes, L2, and the conv impls."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sharp_dirs import models
+from sharp_dirs.models import layers
+
+
+def image_batch(b, h, w, c, key=0, dtype=jnp.float32):
+  kx, ky = jax.random.split(jax.random.key(key))
+  return {"image": jax.random.normal(kx, (b, h, w, c), dtype),
+          "label": jax.random.randint(ky, (b,), 0, 10, jnp.int32)}
+
+
+def conv_params(k, cin, cout):
+  return k * k * cin * cout + cout
+
+
+def dense_params(din, dout):
+  return din * dout + dout
+
+
+def n_params(name, batch, **kw):
+  params, state = models.param_shapes(models.get_model(name, **kw), batch)
+  return models.count_params(params), models.count_params(state)
+
+
+# ---------------------------------------------------------------- parameter counts
+
+@pytest.mark.parametrize("name,shape,expected", [
+    ("simple_cnn_root", (32, 32, 3), 361_898),
+    ("simple_cnn_medium", (32, 32, 3), 2_399_518),
+    ("simple_cnn_medium", (28, 28, 1), 2_164_118),
+    ("resnet32", (32, 32, 3), 465_674),
+])
+def test_paper_param_counts(name, shape, expected):
+  assert n_params(name, image_batch(1, *shape)) == (expected, 0)
+
+
+def test_simple_cnn_root_count_on_fmnist_by_hand():
+  # 28 -same-> 28 -valid-> 26 -pool-> 13 -same-> 13 -valid-> 11 -pool-> 5; flatten 5·5·64.
+  expected = (conv_params(3, 1, 32) + conv_params(3, 32, 32) + conv_params(3, 32, 64)
+              + conv_params(3, 64, 64) + dense_params(5 * 5 * 64, 128) + dense_params(128, 10))
+  assert expected == 271_210
+  assert n_params("simple_cnn_root", image_batch(1, 28, 28, 1)) == (expected, 0)
+
+
+def test_resnet32_bn_count_by_hand():
+  # Every BN has scale and bias (params) and mean and var (batch_stats).
+  bn_channels = (5 * 2 * 16                      # stage 0: bn1, bn2 on 16 channels
+                 + (16 + 32) + 4 * 2 * 32        # stage 1: first bn1 sees 16 channels
+                 + (32 + 64) + 4 * 2 * 64        # stage 2
+                 + 64)                           # post_bn
+  assert n_params("resnet32_bn", image_batch(1, 32, 32, 3)) == (
+      465_674 + 2 * bn_channels, 2 * bn_channels)
+
+
+def test_vgg11_count_by_hand():
+  widths = [3, 64, 128, 256, 256, 512, 512, 512, 512]
+  convs = sum(conv_params(3, a, b) for a, b in zip(widths[:-1], widths[1:]))
+  bns = 2 * (3 + sum(widths[1:]) + 512 + 512)
+  dense = dense_params(512, 512) * 2 + dense_params(512, 10)
+  assert convs + bns + dense == 9_758_480
+  assert n_params("vgg11", image_batch(1, 32, 32, 3)) == (convs + bns + dense, bns)
+
+
+def test_text_model_counts_by_hand():
+  lstm = lambda d, h: 4 * (d * h + h * h + h)  # noqa: E731
+  tokens = {"tokens": jnp.zeros((1, 400), jnp.int32), "label": jnp.zeros((1,), jnp.int32)}
+  cnn = 5000 * 50 + (3 * 50 * 250 + 250) + dense_params(250, 250) + dense_params(250, 2)
+  assert n_params("imdb_cnn", tokens) == (cnn, 0)
+  assert n_params("imdb_lstm", tokens) == (5000 * 128 + lstm(128, 128) + dense_params(128, 2), 0)
+  lm_batch = {"inputs": jnp.zeros((1, 20), jnp.int32), "targets": jnp.zeros((1, 20), jnp.int32)}
+  lm = 10000 * 200 + 2 * lstm(200, 200) + dense_params(200, 10000)
+  assert lm == 4_651_600
+  assert n_params("lstm_lm", lm_batch, vocab_size=10000) == (lm, 0)
+  assert n_params("lstm_lm", lm_batch, vocab_size=50)[0] == (
+      50 * 200 + 2 * lstm(200, 200) + dense_params(200, 50))
+
+
+# ---------------------------------------------------------------- registry and shapes
+
+def test_registry_unknown_name_lists_valid_names():
+  with pytest.raises(ValueError) as err:
+    models.get_model("resnet1000")
+  for name in ("simple_cnn_root", "simple_cnn_medium", "resnet32", "resnet32_bn", "vgg11",
+               "imdb_cnn", "imdb_lstm", "lstm_lm"):
+    assert name in str(err.value)
+    assert name in models.MODEL_NAMES
+
+
+def test_registry_defaults_and_overrides():
+  assert models.get_model("resnet32").init_scale == pytest.approx(1 / 15)
+  assert not models.get_model("resnet32").use_bn and models.get_model("resnet32_bn").use_bn
+  assert models.get_model("simple_cnn_medium").features == 100
+  assert models.get_model("simple_cnn_root", dropout=0.3).dropout == 0.3
+  assert models.get_model("vgg11").dropout == 0.5
+  with pytest.raises(ValueError, match="conv_impl"):
+    models.init_model(models.get_model("simple_cnn_root", conv_impl="fft"), jax.random.key(0),
+                      image_batch(1, 12, 12, 1))
+
+
+@pytest.mark.parametrize("name,batch,out_shape", [
+    ("simple_cnn_root", image_batch(3, 28, 28, 1), (3, 10)),
+    ("resnet32", image_batch(2, 32, 32, 3), (2, 10)),
+    ("vgg11", image_batch(2, 32, 32, 3), (2, 10)),
+    ("imdb_cnn", {"tokens": jnp.arange(2 * 30).reshape(2, 30) % 5000,
+                  "label": jnp.array([0, 1])}, (2, 2)),
+    ("imdb_lstm", {"tokens": jnp.arange(2 * 7).reshape(2, 7), "label": jnp.array([0, 1])},
+     (2, 2)),
+])
+def test_output_shapes_and_finite_loss(name, batch, out_shape):
+  model = models.get_model(name)
+  params, state = models.init_model(model, jax.random.key(0), batch)
+  logits = models.predict(model, params, state, batch[model.input_key])
+  assert logits.shape == out_shape and logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+  loss = models.make_loss_fn(model, state, train=False)(params, batch)
+  assert loss.shape == () and np.isfinite(loss)
+
+
+def test_lstm_lm_shapes_loss_and_carry():
+  vocab = 37
+  model = models.get_model("lstm_lm", vocab_size=vocab)
+  k1, k2 = jax.random.split(jax.random.key(1))
+  batch = {"inputs": jax.random.randint(k1, (3, 6), 0, vocab),
+           "targets": jax.random.randint(k2, (3, 6), 0, vocab)}
+  params, state = models.init_model(model, jax.random.key(0), batch)
+  logits, carries = model.apply({"params": params}, batch["inputs"], return_carry=True)
+  assert logits.shape == (3, 6, vocab) and len(carries) == 2 and carries[1][1].shape == (3, 200)
+  # Mean token CE, by hand.
+  logp = jax.nn.log_softmax(logits)
+  by_hand = -jnp.mean(jnp.take_along_axis(logp, batch["targets"][..., None], -1))
+  loss = models.make_loss_fn(model, state, train=False)(params, batch)
+  np.testing.assert_allclose(loss, by_hand, rtol=1e-6)
+  # Continuing from the carry of the first half equals running the whole sequence.
+  first, c = model.apply({"params": params}, batch["inputs"][:, :3], return_carry=True)
+  second = model.apply({"params": params}, batch["inputs"][:, 3:], carry=c)
+  np.testing.assert_allclose(jnp.concatenate([first, second], 1), logits, atol=1e-5)
+
+
+# ---------------------------------------------------------------- modes
+
+def small_setup(**kw):
+  model = models.get_model("simple_cnn_root", **kw)
+  batch = image_batch(8, 12, 12, 1)
+  params, state = models.init_model(model, jax.random.key(0), batch)
+  return model, batch, params, state
+
+
+def test_no_bn_no_dropout_modes_identical():
+  model, batch, params, state = small_setup()
+  assert state == {}
+  inference = models.make_loss_fn(model, state, train=False)(params, batch)
+  training = models.make_loss_fn(model, state, train=True, rng=jax.random.key(3))(params, batch)
+  assert inference == training
+  loss, (new_state, logits) = models.train_loss_and_state(model, params, state, batch)
+  assert loss == inference and new_state == {} and logits.shape == (8, 10)
+
+
+def test_dropout_only_in_training_mode():
+  model, batch, params, state = small_setup(dropout=0.5)
+  train = lambda rng: models.make_loss_fn(model, state, train=True, rng=rng)(params, batch)  # noqa: E731
+  infer = lambda rng: models.make_loss_fn(model, state, train=False, rng=rng)(params, batch)  # noqa: E731
+  k1, k2 = jax.random.key(1), jax.random.key(2)
+  assert train(k1) != train(k2)
+  assert train(k1) == train(k1)
+  assert infer(k1) == infer(k2) == infer(None)
+  assert infer(None) == models.make_loss_fn(
+      models.get_model("simple_cnn_root"), state, train=False)(params, batch)
+  assert train(k1) != infer(None)
+
+
+def test_batch_norm_running_vs_batch_statistics():
+  model, batch, params, state = small_setup(use_bn=True)
+  stats = state["batch_stats"]
+  assert set(stats) == {"bn1", "bn2", "bn3", "bn4", "bn5"}
+  np.testing.assert_array_equal(stats["bn1"]["mean"], 0.0)
+  np.testing.assert_array_equal(stats["bn1"]["var"], 1.0)
+
+  # Inference mode reads the running statistics; training mode ignores them.
+  shifted = jax.tree.map(lambda s: s, state)
+  shifted["batch_stats"] = {**stats, "bn1": {"mean": stats["bn1"]["mean"] + 0.5,
+                                             "var": stats["bn1"]["var"]}}
+  infer = lambda st: models.make_loss_fn(model, st, train=False)(params, batch)  # noqa: E731
+  train = lambda st: models.make_loss_fn(model, st, train=True)(params, batch)  # noqa: E731
+  assert infer(state) != infer(shifted)
+  assert train(state) == train(shifted)
+  assert train(state) != infer(state)
+
+  # Training updates the running mean: 0.99·old + 0.01·(batch mean of conv1's output).
+  loss, (new_state, _) = models.train_loss_and_state(model, params, state, batch)
+  assert loss == train(state)
+  conv1 = nn.Conv(32, (3, 3), padding="SAME").apply({"params": params["conv1"]}, batch["image"])
+  np.testing.assert_allclose(new_state["batch_stats"]["bn1"]["mean"],
+                             0.01 * conv1.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(new_state["batch_stats"]["bn1"]["var"],
+                             0.99 + 0.01 * conv1.var(axis=(0, 1, 2)), rtol=1e-5)
+
+
+def test_value_and_grad_of_train_loss_and_state():
+  model, batch, params, state = small_setup(use_bn=True, dropout=0.3)
+  step = jax.jit(jax.value_and_grad(models.train_loss_and_state, argnums=1, has_aux=True),
+                 static_argnums=0)
+  (loss, (new_state, logits)), grads = step(model, params, state, batch, jax.random.key(0), 0.0)
+  assert jax.tree.structure(grads) == jax.tree.structure(params)
+  assert jax.tree.structure(new_state) == jax.tree.structure(state)
+  assert logits.shape == (8, 10) and np.isfinite(loss)
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+# ---------------------------------------------------------------- L2 and differentiability
+
+def test_l2_matches_closed_form_and_keras_exclusions():
+  model, batch, params, state = small_setup()
+  lam = 1e-2
+  with_l2 = models.make_loss_fn(model, state, train=False, l2=lam)(params, batch)
+  without = models.make_loss_fn(model, state, train=False)(params, batch)
+  # SimpleCNN: Keras regularized conv1..conv4 and dense, not the pre-softmax layer or biases.
+  by_hand = sum(np.sum(np.asarray(params[k]["kernel"], np.float64) ** 2)
+                for k in ("conv1", "conv2", "conv3", "conv4", "dense"))
+  np.testing.assert_allclose(with_l2 - without, lam * by_hand, rtol=1e-4)
+  # The training-mode loss carries the same term.
+  train_l2 = models.train_loss_and_state(model, params, state, batch, None, lam)[0]
+  np.testing.assert_allclose(train_l2, with_l2, rtol=1e-6)
+  # Its gradient: 2λW on the regularized kernels, nothing on biases or the logits layer.
+  g_l2 = jax.grad(models.make_loss_fn(model, state, train=False, l2=lam))(params, batch)
+  g_0 = jax.grad(models.make_loss_fn(model, state, train=False))(params, batch)
+  diff = jax.tree.map(lambda a, b: a - b, g_l2, g_0)
+  np.testing.assert_allclose(diff["conv2"]["kernel"], 2 * lam * params["conv2"]["kernel"],
+                             atol=1e-6)
+  np.testing.assert_allclose(diff["conv2"]["bias"], 0.0, atol=1e-7)
+  np.testing.assert_allclose(diff["logits"]["kernel"], 0.0, atol=1e-7)
+  # ResNet (Keras l2 on every conv and the dense): the logits kernel counts too.
+  assert models.l2_penalty({"logits": {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.ones(3)},
+                            "embedding": {"embedding": jnp.ones(4)}}) == 24.0
+  assert models.l2_penalty({"logits": {"kernel": jnp.ones(3)}}, exclude=("logits",)) == 0.0
+
+
+def test_loss_fn_scalar_and_differentiable_against_finite_differences():
+  with jax.enable_x64(True):
+    model = models.get_model("imdb_cnn", vocab_size=20, embed_dim=4, filters=5, hidden=6)
+    batch = {"tokens": jax.random.randint(jax.random.key(0), (4, 9), 0, 20),
+             "label": jnp.array([0, 1, 1, 0])}
+    params, state = models.init_model(model, jax.random.key(1), batch)
+    params = jax.tree.map(lambda p: p.astype(jnp.float64) + 0.1, params)
+    loss_fn = models.make_loss_fn(model, state, train=False, l2=1e-3)
+    assert loss_fn(params, batch).shape == ()
+    g = jax.grad(loss_fn)(params, batch)
+    v = jax.tree.map(lambda p: jax.random.normal(jax.random.key(2), p.shape, p.dtype), params)
+    eps = 1e-6
+    shift = lambda s: jax.tree.map(lambda p, d: p + s * d, params, v)  # noqa: E731
+    fd = (loss_fn(shift(eps), batch) - loss_fn(shift(-eps), batch)) / (2 * eps)
+    directional = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v)))
+    np.testing.assert_allclose(directional, fd, rtol=1e-6)
+    assert abs(directional) > 1e-3
+
+
+# ---------------------------------------------------------------- conv implementations
+
+def test_conv_impls_share_params():
+  x = jnp.ones((1, 9, 9, 3))
+  kw = dict(kernel_init=layers.glorot_uniform, name="c")
+  for cls in (models.conv_module("im2col"), models.conv_module("im2col_full")):
+    a = nn.Conv(4, (3, 3), **kw).init(jax.random.key(5), x)
+    b = cls(4, (3, 3), **kw).init(jax.random.key(5), x)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for u, w in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_array_equal(u, w)
+  assert models.conv_module("auto") is not nn.Conv   # CPU: im2col
+  assert models.conv_module("xla") is nn.Conv
+
+
+@pytest.mark.parametrize("shape,kernel,strides,padding", [
+    ((2, 9, 8, 3), (3, 3), (1, 1), "SAME"),
+    ((2, 9, 8, 3), (5, 5), (1, 1), "VALID"),
+    ((2, 8, 8, 3), (3, 3), (2, 2), "SAME"),     # ResNet's downsampling conv (even input)
+    ((2, 9, 9, 3), (1, 1), (2, 2), "SAME"),     # ResNet's 1×1 shortcut (odd input)
+    ((2, 11, 3), (3,), (1,), "VALID"),          # IMDB's Conv1D
+])
+def test_im2col_conv_value_grad_hvp_match_xla(shape, kernel, strides, padding):
+  with jax.enable_x64(True):
+    x = jax.random.normal(jax.random.key(0), shape, jnp.float64)
+    ref = nn.Conv(4, kernel, strides=strides, padding=padding, param_dtype=jnp.float64)
+    params = ref.init(jax.random.key(1), x)
+    params = jax.tree.map(lambda p: p + 0.1, params)   # nonzero bias
+    v = jax.tree.map(lambda p: jax.random.normal(jax.random.key(2), p.shape, p.dtype), params)
+
+    def derivatives(module):
+      f = lambda p, x: jnp.sum(jnp.tanh(module.apply(p, x)) ** 2)  # noqa: E731
+      g = jax.grad(f, argnums=(0, 1))
+      hvp = jax.jvp(lambda p, x: g(p, x), (params, x), (v, jnp.ones_like(x)))[1]
+      return module.apply(params, x), g(params, x), hvp
+
+    want = derivatives(ref)
+    for impl in ("im2col", "im2col_full"):
+      mod = models.conv_module(impl)(4, kernel, strides=strides, padding=padding,
+                                     param_dtype=jnp.float64)
+      got = derivatives(mod)
+      assert got[0].shape == want[0].shape
+      for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,shape", [("simple_cnn_root", (12, 12, 1)),
+                                        ("resnet32", (8, 8, 3))])
+def test_model_loss_grad_hvp_equal_across_conv_impls(name, shape):
+  with jax.enable_x64(True):
+    batch = image_batch(4, *shape, dtype=jnp.float64)
+    kw = dict(blocks_per_stage=1, pool_size=2) if name == "resnet32" else {}
+    ref = models.get_model(name, conv_impl="xla", **kw)
+    params, state = models.init_model(ref, jax.random.key(0), batch)
+    params = jax.tree.map(lambda p: p.astype(jnp.float64) + 0.01, params)
+    v = jax.tree.map(lambda p: jax.random.normal(jax.random.key(3), p.shape, p.dtype), params)
+
+    def derivatives(model):
+      loss_fn = models.make_loss_fn(model, state, train=False, l2=1e-3)
+      g = jax.grad(loss_fn)
+      hvp = jax.jvp(lambda p: g(p, batch), (params,), (v,))[1]
+      return loss_fn(params, batch), g(params, batch), hvp
+
+    want = derivatives(ref)
+    got = derivatives(models.get_model(name, conv_impl="im2col", **kw))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert float(jnp.max(jnp.abs(want[2]["conv1"]["kernel"]))) > 1e-6
+
+
+def test_im2col_float32_close_to_xla_on_root():
+  batch = image_batch(16, 28, 28, 1)
+  ref = models.get_model("simple_cnn_root", conv_impl="xla")
+  params, state = models.init_model(ref, jax.random.key(0), batch)
+  g_ref = jax.grad(models.make_loss_fn(ref, state, train=False))(params, batch)
+  imp = models.get_model("simple_cnn_root", conv_impl="im2col")
+  g = jax.grad(models.make_loss_fn(imp, state, train=False))(params, batch)
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * float(jnp.max(jnp.abs(b))))
