@@ -116,10 +116,11 @@ def test_registry_defaults_and_overrides():
 def test_output_shapes_and_finite_loss(name, batch, out_shape):
   model = models.get_model(name)
   params, state = models.init_model(model, jax.random.key(0), batch)
-  logits = models.predict(model, params, state, batch[model.input_key])
+  loss_fn = models.make_loss_fn(model, state, train=False)
+  logits, loss = jax.jit(lambda p, b: (models.predict(model, p, state, b[model.input_key]),
+                                       loss_fn(p, b)))(params, batch)
   assert logits.shape == out_shape and logits.dtype == jnp.float32
   assert np.all(np.isfinite(logits))
-  loss = models.make_loss_fn(model, state, train=False)(params, batch)
   assert loss.shape == () and np.isfinite(loss)
 
 
@@ -130,20 +131,30 @@ def test_lstm_lm_shapes_loss_and_carry():
   batch = {"inputs": jax.random.randint(k1, (3, 6), 0, vocab),
            "targets": jax.random.randint(k2, (3, 6), 0, vocab)}
   params, state = models.init_model(model, jax.random.key(0), batch)
-  logits, carries = model.apply({"params": params}, batch["inputs"], return_carry=True)
+  apply = jax.jit(model.apply, static_argnames="return_carry")
+  logits, carries = apply({"params": params}, batch["inputs"], return_carry=True)
   assert logits.shape == (3, 6, vocab) and len(carries) == 2 and carries[1][1].shape == (3, 200)
   # Mean token CE, by hand.
   logp = jax.nn.log_softmax(logits)
   by_hand = -jnp.mean(jnp.take_along_axis(logp, batch["targets"][..., None], -1))
-  loss = models.make_loss_fn(model, state, train=False)(params, batch)
+  loss = loss_of(model, state, train=False)(params, batch)
   np.testing.assert_allclose(loss, by_hand, rtol=1e-6)
   # Continuing from the carry of the first half equals running the whole sequence.
-  first, c = model.apply({"params": params}, batch["inputs"][:, :3], return_carry=True)
-  second = model.apply({"params": params}, batch["inputs"][:, 3:], carry=c)
+  first, c = apply({"params": params}, batch["inputs"][:, :3], return_carry=True)
+  second = apply({"params": params}, batch["inputs"][:, 3:], carry=c)
   np.testing.assert_allclose(jnp.concatenate([first, second], 1), logits, atol=1e-5)
 
 
 # ---------------------------------------------------------------- modes
+
+def loss_of(model, state, **kw):
+  """Jitted make_loss_fn (eager op-by-op dispatch would dominate the test time)."""
+  return jax.jit(models.make_loss_fn(model, state, **kw))
+
+
+def train_step_of(model):
+  return jax.jit(models.train_loss_and_state, static_argnums=0)
+
 
 def small_setup(**kw):
   model = models.get_model("simple_cnn_root", **kw)
@@ -155,23 +166,26 @@ def small_setup(**kw):
 def test_no_bn_no_dropout_modes_identical():
   model, batch, params, state = small_setup()
   assert state == {}
-  inference = models.make_loss_fn(model, state, train=False)(params, batch)
-  training = models.make_loss_fn(model, state, train=True, rng=jax.random.key(3))(params, batch)
+  inference = loss_of(model, state, train=False)(params, batch)
+  training = loss_of(model, state, train=True, rng=jax.random.key(3))(params, batch)
   assert inference == training
-  loss, (new_state, logits) = models.train_loss_and_state(model, params, state, batch)
+  loss, (new_state, logits) = train_step_of(model)(model, params, state, batch)
   assert loss == inference and new_state == {} and logits.shape == (8, 10)
 
 
 def test_dropout_only_in_training_mode():
   model, batch, params, state = small_setup(dropout=0.5)
-  train = lambda rng: models.make_loss_fn(model, state, train=True, rng=rng)(params, batch)  # noqa: E731
-  infer = lambda rng: models.make_loss_fn(model, state, train=False, rng=rng)(params, batch)  # noqa: E731
+  train_j = jax.jit(lambda rng: models.make_loss_fn(model, state, train=True, rng=rng)(params, batch))
+  infer_j = jax.jit(lambda rng: models.make_loss_fn(model, state, train=False, rng=rng)(params, batch))
+  train = lambda rng: float(train_j(rng))  # noqa: E731
+  infer = lambda rng: float(infer_j(rng)) if rng is not None else float(  # noqa: E731
+      loss_of(model, state, train=False)(params, batch))
   k1, k2 = jax.random.key(1), jax.random.key(2)
   assert train(k1) != train(k2)
   assert train(k1) == train(k1)
   assert infer(k1) == infer(k2) == infer(None)
-  assert infer(None) == models.make_loss_fn(
-      models.get_model("simple_cnn_root"), state, train=False)(params, batch)
+  assert infer(None) == loss_of(models.get_model("simple_cnn_root"), state, train=False)(
+      params, batch)
   assert train(k1) != infer(None)
 
 
@@ -186,14 +200,14 @@ def test_batch_norm_running_vs_batch_statistics():
   shifted = jax.tree.map(lambda s: s, state)
   shifted["batch_stats"] = {**stats, "bn1": {"mean": stats["bn1"]["mean"] + 0.5,
                                              "var": stats["bn1"]["var"]}}
-  infer = lambda st: models.make_loss_fn(model, st, train=False)(params, batch)  # noqa: E731
-  train = lambda st: models.make_loss_fn(model, st, train=True)(params, batch)  # noqa: E731
+  infer = jax.jit(lambda st: models.make_loss_fn(model, st, train=False)(params, batch))
+  train = jax.jit(lambda st: models.make_loss_fn(model, st, train=True)(params, batch))
   assert infer(state) != infer(shifted)
   assert train(state) == train(shifted)
   assert train(state) != infer(state)
 
   # Training updates the running mean: 0.99·old + 0.01·(batch mean of conv1's output).
-  loss, (new_state, _) = models.train_loss_and_state(model, params, state, batch)
+  loss, (new_state, _) = train_step_of(model)(model, params, state, batch)
   assert loss == train(state)
   conv1 = nn.Conv(32, (3, 3), padding="SAME").apply({"params": params["conv1"]}, batch["image"])
   np.testing.assert_allclose(new_state["batch_stats"]["bn1"]["mean"],
@@ -218,18 +232,19 @@ def test_value_and_grad_of_train_loss_and_state():
 def test_l2_matches_closed_form_and_keras_exclusions():
   model, batch, params, state = small_setup()
   lam = 1e-2
-  with_l2 = models.make_loss_fn(model, state, train=False, l2=lam)(params, batch)
-  without = models.make_loss_fn(model, state, train=False)(params, batch)
+  with_l2 = jax.jit(models.make_loss_fn(model, state, train=False, l2=lam))(params, batch)
+  without = jax.jit(models.make_loss_fn(model, state, train=False))(params, batch)
   # SimpleCNN: Keras regularized conv1..conv4 and dense, not the pre-softmax layer or biases.
   by_hand = sum(np.sum(np.asarray(params[k]["kernel"], np.float64) ** 2)
                 for k in ("conv1", "conv2", "conv3", "conv4", "dense"))
   np.testing.assert_allclose(with_l2 - without, lam * by_hand, rtol=1e-4)
   # The training-mode loss carries the same term.
-  train_l2 = models.train_loss_and_state(model, params, state, batch, None, lam)[0]
+  train_l2 = jax.jit(lambda p: models.train_loss_and_state(model, p, state, batch, None, lam)[0])(
+      params)
   np.testing.assert_allclose(train_l2, with_l2, rtol=1e-6)
   # Its gradient: 2λW on the regularized kernels, nothing on biases or the logits layer.
-  g_l2 = jax.grad(models.make_loss_fn(model, state, train=False, l2=lam))(params, batch)
-  g_0 = jax.grad(models.make_loss_fn(model, state, train=False))(params, batch)
+  g_l2 = jax.jit(jax.grad(models.make_loss_fn(model, state, train=False, l2=lam)))(params, batch)
+  g_0 = jax.jit(jax.grad(models.make_loss_fn(model, state, train=False)))(params, batch)
   diff = jax.tree.map(lambda a, b: a - b, g_l2, g_0)
   np.testing.assert_allclose(diff["conv2"]["kernel"], 2 * lam * params["conv2"]["kernel"],
                              atol=1e-6)
@@ -249,8 +264,9 @@ def test_loss_fn_scalar_and_differentiable_against_finite_differences():
     params, state = models.init_model(model, jax.random.key(1), batch)
     params = jax.tree.map(lambda p: p.astype(jnp.float64) + 0.1, params)
     loss_fn = models.make_loss_fn(model, state, train=False, l2=1e-3)
+    loss_fn = jax.jit(loss_fn)
     assert loss_fn(params, batch).shape == ()
-    g = jax.grad(loss_fn)(params, batch)
+    g = jax.jit(jax.grad(loss_fn))(params, batch)
     v = jax.tree.map(lambda p: jax.random.normal(jax.random.key(2), p.shape, p.dtype), params)
     eps = 1e-6
     shift = lambda s: jax.tree.map(lambda p, d: p + s * d, params, v)  # noqa: E731
@@ -293,8 +309,8 @@ def test_im2col_conv_value_grad_hvp_match_xla(shape, kernel, strides, padding):
     def derivatives(module):
       f = lambda p, x: jnp.sum(jnp.tanh(module.apply(p, x)) ** 2)  # noqa: E731
       g = jax.grad(f, argnums=(0, 1))
-      hvp = jax.jvp(lambda p, x: g(p, x), (params, x), (v, jnp.ones_like(x)))[1]
-      return module.apply(params, x), g(params, x), hvp
+      hvp = lambda p, x, v: jax.jvp(g, (p, x), (v, jnp.ones_like(x)))[1]  # noqa: E731
+      return jax.jit(lambda p, x, v: (module.apply(p, x), g(p, x), hvp(p, x, v)))(params, x, v)
 
     want = derivatives(ref)
     for impl in ("im2col", "im2col_full"):
@@ -320,22 +336,23 @@ def test_model_loss_grad_hvp_equal_across_conv_impls(name, shape):
     def derivatives(model):
       loss_fn = models.make_loss_fn(model, state, train=False, l2=1e-3)
       g = jax.grad(loss_fn)
-      hvp = jax.jvp(lambda p: g(p, batch), (params,), (v,))[1]
-      return loss_fn(params, batch), g(params, batch), hvp
+      hvp = lambda p, b, v: jax.jvp(lambda q: g(q, b), (p,), (v,))[1]  # noqa: E731
+      return jax.jit(lambda p, b, v: (loss_fn(p, b), g(p, b), hvp(p, b, v)))(params, batch, v)
 
     want = derivatives(ref)
     got = derivatives(models.get_model(name, conv_impl="im2col", **kw))
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
-    assert float(jnp.max(jnp.abs(want[2]["conv1"]["kernel"]))) > 1e-6
+    first = "conv1" if name == "simple_cnn_root" else "first_conv"
+    assert float(jnp.max(jnp.abs(want[2][first]["kernel"]))) > 1e-6
 
 
 def test_im2col_float32_close_to_xla_on_root():
   batch = image_batch(16, 28, 28, 1)
   ref = models.get_model("simple_cnn_root", conv_impl="xla")
   params, state = models.init_model(ref, jax.random.key(0), batch)
-  g_ref = jax.grad(models.make_loss_fn(ref, state, train=False))(params, batch)
+  g_ref = jax.jit(jax.grad(models.make_loss_fn(ref, state, train=False)))(params, batch)
   imp = models.get_model("simple_cnn_root", conv_impl="im2col")
-  g = jax.grad(models.make_loss_fn(imp, state, train=False))(params, batch)
+  g = jax.jit(jax.grad(models.make_loss_fn(imp, state, train=False)))(params, batch)
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * float(jnp.max(jnp.abs(b))))

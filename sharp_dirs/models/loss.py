@@ -29,10 +29,9 @@ LossFn = Callable[[PyTree, Batch], jax.Array]
 
 
 def init_model(model: nn.Module, key: jax.Array, example_batch: Batch) -> Tuple[PyTree, PyTree]:
-  """(params, model_state) for inputs shaped like ``example_batch[model.input_key]``."""
-  variables = model.init({"params": key, "dropout": key}, example_batch[model.input_key],
-                         train=False)
-  variables = dict(variables)
+  """(params, model_state) for inputs shaped like ``example_batch[model.input_key]`` (jitted)."""
+  init = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))
+  variables = dict(init(key, example_batch[model.input_key]))
   params = variables.pop("params")
   return params, variables
 
@@ -68,7 +67,7 @@ def l2_penalty(params: PyTree, exclude: Sequence[str] = ()) -> jax.Array:
 
 
 def _l2_term(model: nn.Module, params: PyTree, l2: float) -> jax.Array:
-  if not l2:
+  if isinstance(l2, (int, float)) and l2 == 0:
     return jnp.zeros(())
   return l2 * l2_penalty(params, getattr(model, "l2_exclude", ()))
 

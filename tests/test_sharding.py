@@ -1,0 +1,24 @@
+"""The same hessian_top_k call on batches sharded over 4 devices (data axis) and on one device."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+HERE = pathlib.Path(__file__).parent
+
+
+@pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
+def test_sharded_batches_give_the_same_eigenvalues(axis_type):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE))
+  out = subprocess.run([sys.executable, str(HERE / "sharded_check.py"), axis_type], env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["batch_devices"] == 4
+  np.testing.assert_allclose(result["sharded"], result["local"], rtol=1e-4)
