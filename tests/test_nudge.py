@@ -26,7 +26,6 @@ def _fast_compiles():
   jax.config.update("jax_disable_most_optimizations", previous)
 
 
-README = pathlib.Path(__file__).resolve().parents[1] / "docs" / "nsgd_readme_section.md"
 LIKE = {"w": jnp.zeros((4, 5)), "b": jnp.zeros(3)}  # a 23-dimensional pytree
 RNG = np.random.default_rng(0)
 
@@ -401,11 +400,3 @@ def test_clear_errors():
 
 def test_docstring_examples_run():
   assert doctest.testmod(nudge, raise_on_error=False).failed == 0
-
-
-def test_readme_snippet_runs():
-  blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-  assert blocks, "docs/nsgd_readme_section.md has no python block"
-  namespace = {}
-  exec(compile("\n".join(blocks), str(README), "exec"), namespace)  # pylint: disable=exec-used
-  assert namespace["final_loss"] < namespace["initial_loss"]
