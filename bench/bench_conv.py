@@ -100,7 +100,8 @@ def main():
 
   print(f"# conv impls: {args.model}, batch {args.batch} × {shape}, median of {args.repeats}")
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs, "
-        f"{platform.processor() or platform.machine()}\n")
+        f"{platform.processor() or platform.machine()}, load average before: "
+        f"{os.getloadavg()[0]:.1f} (1 min)\n")
   t = model_timings(args.model, batch, args.repeats)
   print("| impl | fwd ms | grad ms | HVP ms | grad/fwd | HVP/grad |")
   print("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -108,10 +109,12 @@ def main():
     r = t[impl]
     print(f"| {impl} | {r['fwd']:.1f} | {r['grad']:.1f} | {r['hvp']:.1f} | "
           f"{r['grad'] / r['fwd']:.1f} | {r['hvp'] / r['grad']:.2f} |")
-  print("\n| speed-up of im2col over xla | fwd | grad | HVP |")
+  print("\n| speed-up over xla (xla ms / impl ms) | fwd | grad | HVP |")
   print("| --- | ---: | ---: | ---: |")
-  print("| xla ms / im2col ms | " + " | ".join(
-      f"{t['xla'][k] / t['im2col'][k]:.2f}×" for k in ("fwd", "grad", "hvp")) + " |")
+  for impl in IMPLS[1:]:
+    print(f"| {impl} | " + " | ".join(
+        f"{t['xla'][k] / t[impl][k]:.2f}×" for k in ("fwd", "grad", "hvp")) + " |")
+  print(f"\nload average after the run: {os.getloadavg()[0]:.1f} (1 min)")
 
   if args.layers:
     print("\n| conv layer | impl | fwd ms | VJP ms (dx, dW, db) | VJP/fwd |")
