@@ -14,6 +14,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +40,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed for initialization, data order and
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   if _NUM_STEPS.value < 0 or _EVAL_EVERY.value < 1:
     raise app.UsageError("--num_steps must be >= 0 and --eval_every >= 1.")
   dataset = data.load_dataset("fashion_mnist", data_seed=_SEED.value)

@@ -98,22 +98,22 @@ def gnvp(predict_fn: Callable[[PyTree, PyTree], jax.Array],
 
 
 @functools.partial(
-    jax.jit, static_argnames=("loss_fn", "k", "num_lanczos_steps", "which", "tol",
+    jax.jit, static_argnames=("loss_fn", "k", "num_lanczos_steps", "which", "tol", "num_guard",
                               "exact_residuals"))
 def _hessian_top_k(loss_fn, params, batches, key, init, *, k, num_lanczos_steps, which, tol,
-                   exact_residuals):
+                   num_guard, exact_residuals):
   if init is None:
     v0 = tm.normal_like(key, params)
   else:
     v0 = tm.cast(lz.warm_start_vector(init, key), params)
   return lz.top_k_eigenpairs(
       dataset_hvp(loss_fn, params, batches), v0, k, num_lanczos_steps, which=which, tol=tol,
-      exact_residuals=exact_residuals)
+      num_guard=num_guard, exact_residuals=exact_residuals)
 
 
 def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Array, *, k: int,
                   num_lanczos_steps: int, init: Optional[lz.Eigenpairs] = None,
-                  which: str = "largest", tol: Optional[float] = None,
+                  which: str = "largest", tol: Optional[float] = None, num_guard: int = 2,
                   exact_residuals: bool = False) -> lz.Eigenpairs:
   """Top-k eigenpairs of the Hessian of the mean loss over all examples in ``batches``.
 
@@ -130,6 +130,8 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
     init: previous Eigenpairs (same params structure) for a warm start along a trajectory.
     which: "largest" (algebraic) or "magnitude" (the paper's ARPACK 'LM').
     tol: stop once all k pairs have ‖Hu − λu‖ <= tol·|λ| (recommended with ``init``).
+    num_guard: with ``tol``, Ritz pairs beyond the k-th that must converge too (see
+      ``krylov.top_k_eigenpairs``).
     exact_residuals: spend k more HVPs for exact residual norms.
 
   Returns:
@@ -150,6 +152,7 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
     tm.check_same_structure(like, init.eigvecs, "params (with a leading k axis)", "init.eigvecs")
   result = _hessian_top_k(loss_fn, params, batches, key, init, k=k,
                           num_lanczos_steps=num_lanczos_steps, which=which, tol=tol,
+                          num_guard=num_guard,
                           exact_residuals=exact_residuals)
   if not isinstance(result.eigvals, jax.core.Tracer) and not bool(
       jnp.all(jnp.isfinite(result.eigvals))):

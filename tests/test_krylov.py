@@ -170,3 +170,19 @@ def test_jitted_call_does_not_recompile(x64):
   solve(_start(like, 1))
   solve(_start(like, 2))
   assert solve._cache_size() == 1
+
+
+def test_guard_pairs_keep_the_stop_from_skipping_a_late_eigenvalue(x64):
+  """λ_5 = 6.05 is almost absent from v0: a stop on k converged pairs reports λ_6 = 6.0 instead."""
+  eigvals = np.concatenate([[10.0, 9.0, 8.0, 7.0, 6.05, 6.0], np.linspace(0, 1, 34)])
+  h, q = matrix_with_spectrum(eigvals)
+  matvec, like = split_matvec(h)
+  weights = np.ones(40)
+  weights[4] = 1e-7
+  v = q @ weights
+  v0 = {"b": jnp.asarray(v[:3]), "w": jnp.asarray(v[3:])}
+  unguarded = krylov.top_k_eigenpairs(matvec, v0, 5, 40, tol=1e-6, num_guard=0)
+  guarded = krylov.top_k_eigenpairs(matvec, v0, 5, 40, tol=1e-6)
+  assert abs(unguarded.eigvals[4] - 6.0) < 1e-6  # an eigenpair, but not the 5th
+  np.testing.assert_allclose(guarded.eigvals, eigvals[:5], rtol=1e-8)
+  assert int(guarded.num_matvecs) > int(unguarded.num_matvecs)
