@@ -7,6 +7,16 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fast_compiles():
+  """Skips most XLA optimization passes: compiling dominates these small tests on 2 CPU cores,
+  and XLA's optimizations are not under test."""
+  before = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
+
+
 @pytest.fixture
 def x64():
   """Runs the test with float64 enabled (JAX's default float becomes float64)."""

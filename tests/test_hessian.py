@@ -80,13 +80,15 @@ def test_least_squares_closed_form(x64):
 def test_warm_start_along_a_trajectory_spends_fewer_hvps(x64):
   params, batches, loss_fn = mlp_problem(num_batches=2)
   key = jax.random.PRNGKey(0)
-  first = hessian.hessian_top_k(loss_fn, params, batches, key, k=3, num_lanczos_steps=40,
-                                tol=1e-6)
+  # No guard pairs: on this 43-dimensional problem the 4th and 5th pairs sit in a cluster that
+  # takes about as long to resolve from any start; here we test the start vector itself.
+  solve = lambda p, init=None: hessian.hessian_top_k(loss_fn, p, batches, key, k=3,
+                                                     num_lanczos_steps=40, tol=1e-6, num_guard=0,
+                                                     init=init)
+  first = solve(params)
   grad = jax.grad(loss_fn)(params, hessian.first_batch(batches))
   moved = tm.axpy(-0.01, grad, params)
-  cold = hessian.hessian_top_k(loss_fn, moved, batches, key, k=3, num_lanczos_steps=40, tol=1e-6)
-  warm = hessian.hessian_top_k(loss_fn, moved, batches, key, k=3, num_lanczos_steps=40, tol=1e-6,
-                               init=first)
+  cold, warm = solve(moved), solve(moved, first)
   np.testing.assert_allclose(warm.eigvals, cold.eigvals, rtol=1e-5)
   assert int(warm.num_matvecs) < int(cold.num_matvecs)
 

@@ -17,13 +17,6 @@ import sharp_dirs
 from sharp_dirs import krylov
 from sharp_dirs import nudge
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-  """XLA's optimizations are not under test; without them the many small compiles are faster."""
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
 
 
 LIKE = {"w": jnp.zeros((4, 5)), "b": jnp.zeros(3)}  # a 23-dimensional pytree
