@@ -263,7 +263,12 @@ def warm_start_vector(init: Eigenpairs, key: jax.Array, noise: float = 0.1) -> P
   refresh after a small parameter change converges in few more matvecs; the random part (of
   relative size ``noise``) lets a direction that newly entered the top-k be found.
   """
-  k = init.eigvals.shape[0]
-  mean = jax.tree.map(lambda e: jnp.sum(e, axis=0) / np.sqrt(k), init.eigvecs)
-  z = tm.normal_like(key, mean)
+  like = tm.stack_get(init.eigvecs, 0)
+  return mix_with_noise(init.eigvecs, tm.normal_like(key, like), noise)
+
+
+def mix_with_noise(eigvecs: PyTree, z: PyTree, noise: float) -> PyTree:
+  """Σ_i u_i/√k + noise·(‖Σ_i u_i/√k‖/‖z‖)·z for stacked u_i (leaves [k, ...]) and a draw z."""
+  k = jax.tree.leaves(eigvecs)[0].shape[0]
+  mean = tm.cast(jax.tree.map(lambda e: jnp.sum(e, axis=0) / np.sqrt(k), eigvecs), z)
   return tm.axpy(noise * tm.norm(mean) / tm.norm(z), z, mean)

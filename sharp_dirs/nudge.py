@@ -108,29 +108,12 @@ def rescale_along(eigvecs: PyTree, g: PyTree, factors: jax.typing.ArrayLike) -> 
   return _nudge(eigvecs, g, jnp.broadcast_to(factors, (k,)), jnp.ones((), factors.dtype))
 
 
-def _normal_stack(key: jax.Array, like: PyTree, n: int) -> PyTree:
-  """n standard normal vectors shaped like ``like`` (leaves [n, *leaf.shape], like's dtypes).
-
-  One draw of n·dim numbers split over the leaves: XLA compiles one random op instead of one per
-  leaf (on CPU each costs about half a second of compilation).
-  """
-  leaves, treedef = jax.tree.flatten(like)
-  sizes = [int(np.prod(jnp.shape(x), dtype=np.int64)) for x in leaves]
-  flat = jax.random.normal(key, (n, sum(sizes)), krylov.krylov_dtype(like))
-  parts = jnp.split(flat, np.cumsum(sizes)[:-1], axis=1)
-  return jax.tree.unflatten(treedef, [p.reshape((n,) + jnp.shape(x)).astype(jnp.result_type(x))
-                                      for p, x in zip(parts, leaves)])
-
-
 def _start_vector(eigvecs: PyTree, has_eigvecs: jax.Array, key: jax.Array, noise,
                   like: PyTree) -> PyTree:
-  """Lanczos start: ``krylov.warm_start_vector``'s Σ_i u_i/√k + noise once eigvecs exist, else a
-  random vector; both from a single normal draw (see ``_normal_stack``)."""
-  k = jax.tree.leaves(eigvecs)[0].shape[0]
-  z = tm.stack_get(_normal_stack(key, like, 1), 0)
-  mean = tm.cast(jax.tree.map(lambda e: jnp.sum(e, axis=0) / np.sqrt(k), eigvecs), like)
-  scale = jnp.where(has_eigvecs, noise * tm.norm(mean) / tm.norm(z), 1.0)
-  return tm.axpy(scale, z, jax.tree.map(lambda m: jnp.where(has_eigvecs, m, 0), mean))
+  """Lanczos start: ``krylov.warm_start_vector`` once eigvecs exist, else a random vector."""
+  z = tm.normal_like(key, like)
+  warm = krylov.mix_with_noise(eigvecs, z, noise)
+  return jax.tree.map(lambda w, c: jnp.where(has_eigvecs, w, c), warm, z)
 
 
 def _orthonormal_rows(stack: PyTree) -> PyTree:
@@ -232,7 +215,8 @@ def _make_nudge(num_directions, *, gamma, rule, refresh_every, burnin_steps, num
 
   def random_refresh(state, like):
     key, sub = jax.random.split(state.key)
-    wide = _orthonormal_rows(tm.astype(_normal_stack(sub, like, k), state.eigvals.dtype))
+    draw = tm.normal_like(sub, tm.zeros_stack(k, like, state.eigvals.dtype))
+    wide = _orthonormal_rows(draw)
     return state._replace(eigvecs=tm.cast(wide, state.eigvecs),
                           num_refreshes=state.num_refreshes + 1, key=key)
 
