@@ -10,13 +10,6 @@ from sharp_dirs import models
 from sharp_dirs.models import layers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_compile():
-  """Skip most XLA optimization passes: compilation dominates these small tests on 2 cores."""
-  before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
 
 
 def key(i):
