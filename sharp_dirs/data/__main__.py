@@ -1,7 +1,8 @@
 """``python -m sharp_dirs.data prepare|fetch-austen|status [--data_dir DIR] [--idx_dir DIR]``.
 
 prepare: Fashion-MNIST from the IDX files into the data dir, then the Jane Austen corpus
-(fetched with apt-get download + dpkg -x when missing and root). Never downloads from tfds.
+(fetched with apt-get download + dpkg -x when missing and root; only a warning when it cannot
+be had). Never downloads from tfds.
 """
 
 import argparse
@@ -24,7 +25,12 @@ def main(argv=None) -> int:
     if args.command == "prepare":
       fashion_mnist.prepare(data_dir, args.idx_dir)
       print(f"fashion_mnist: prepared in {fashion_mnist.builder_dir(data_dir)}")
-    if args.command in ("prepare", "fetch-austen"):
+    if args.command == "prepare":
+      try:  # optional: only the language-model runs need it
+        print(f"austen: {text.fetch_janeaustenr()}")
+      except paths.DatasetNotFoundError as e:
+        print(f"warning: the Jane Austen corpus is not available: {e}", file=sys.stderr)
+    if args.command == "fetch-austen":
       print(f"austen: {text.fetch_janeaustenr()}")
     if args.command == "status":
       print(f"data dir: {data_dir}")
