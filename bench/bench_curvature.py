@@ -1,8 +1,8 @@
 """Curvature-core benchmark: HVP counts of Lanczos vs power iteration vs eigsh, warm starts,
 memory of hessian_top_k, and HVP strategies (jvp of grad vs one linearize).
 
-Run:  .venv/bin/python bench/bench_curvature.py --quick      (about 10 min on 2 loaded cores)
-      .venv/bin/python bench/bench_curvature.py              (larger sizes, more refreshes)
+Run:  .venv/bin/python bench/bench_curvature.py --quick      (about 8 min on 2 loaded cores)
+      .venv/bin/python bench/bench_curvature.py              (larger sizes, more refreshes, sweeps)
       .venv/bin/python bench/bench_curvature.py --parts 1,2  (a subset; parts 1..4)
 
 Parts:
@@ -13,11 +13,12 @@ Parts:
    (a) a synthetic operator Q diag(λ) Qᵀ (Q = 4 random Householder reflections) with a few
    outliers over a bulk; (b) an MLP on a real Fashion-MNIST Hessian sample (reference: Lanczos
    in float64 with tiny residuals).
-2. Warm vs cold start along an SGD trajectory of the MLP on Fashion-MNIST (same tol), with
-   alternatives: other noise levels in the warm start vector and a LOBPCG refresh seeded with
-   the previous eigenvectors.
-3. Peak memory of ``hessian_top_k`` as the Hessian sample grows 10×: peak RSS of fresh
-   subprocesses (MLP, run) and XLA's compiled memory analysis (SimpleCNN root, compile only).
+2. Warm vs cold start along an SGD trajectory of the MLP on Fashion-MNIST (same tol, the
+   library's ``hessian_top_k(init=...)``), refreshing every 1 and every 10 SGD steps of lr 0.1
+   and every 1 step of lr 0.01, plus a prototype warm start that carries the guard pairs. Full
+   mode adds that prototype with other noise levels (``--noises``) and LOBPCG refreshes.
+3. Peak memory of ``hessian_top_k`` as the Hessian sample grows 10×: XLA's compiled memory
+   analysis (SimpleCNN root, compile only) and, in full mode, peak RSS of fresh subprocesses.
 4. HVP cost on SimpleCNN root (im2col), batch 128: jvp of grad vs reusing one ``jax.linearize``
    of the gradient, vs a gradient, side by side; plus a vmapped block of 5 HVPs.
 HVP counts are exact; times are medians on a machine shared with other jobs.
@@ -346,13 +347,14 @@ def lobpcg(matmat, x0, tol, max_iter=50):
   return theta[:K], x[:, :K], hvps
 
 
-def track(args, ds, refresh_every, noises=(), lobpcg_guards=()):
+def track(args, ds, refresh_every, lr=0.1, noises=(), lobpcg_guards=()):
   """Cold vs warm refreshes along one SGD run of the MLP, all with the library's tol stop.
 
   Rows: cold (random v0); warm (``hessian_top_k(init=previous)``); a prototype that carries the
   guard pairs too (``k=K+2, num_guard=0``: the same 7 watched pairs as the default k=5 with 2
   guards, so the same stop rule, but the warm start vector also spans the previous 6th and 7th
-  eigenvectors). Full mode adds warm vectors with other noise levels and LOBPCG refreshes.
+  eigenvectors). ``noises``: the same prototype with its own warm vector and that noise level
+  (the library's is 0.1). ``lobpcg_guards``: LOBPCG refreshes.
   Returns ({start: [HVPs per refresh]}, min cosines between consecutive top-K eigenspaces,
   max relative difference of any warm row's top-K eigenvalues from the cold ones,
   max error of LOBPCG).
@@ -371,7 +373,7 @@ def track(args, ds, refresh_every, noises=(), lobpcg_guards=()):
     _, unravel = ravel_pytree(params)
     hvp = sd.dataset_hvp(mlp_loss, params, batches)
     mv = lambda x: ravel_pytree(hvp(unravel(x)))[0]  # noqa: E731
-    return sd.top_k_eigenpairs(mv, v0, K, steps, tol=tol)
+    return sd.top_k_eigenpairs(mv, v0, K + 2, steps, tol=tol, num_guard=0)
 
   @jax.jit
   def block_hvp(params, xs):
@@ -387,7 +389,7 @@ def track(args, ds, refresh_every, noises=(), lobpcg_guards=()):
                        f"prototype: warm, carry the 2 guard pairs (k={K + 2}, num_guard=0)")
   counts = {COLD: [], WARM: [], CARRY: []}
   for nz in noises:
-    counts[f"warm, noise {nz:g} (same rule, own draw)"] = []
+    counts[f"prototype: carry the guard pairs, noise {nz:g}"] = []
   for g in lobpcg_guards:
     counts[f"LOBPCG from previous eigvecs, block {K}+{g}"] = []
   key = jax.random.key(3)
@@ -395,12 +397,12 @@ def track(args, ds, refresh_every, noises=(), lobpcg_guards=()):
   prev_carry = prev
   prev_lib = prev_cold = krylov.Eigenpairs(prev.eigvals[:K], jax.tree.map(
       lambda e: e[:K], prev.eigvecs), prev.residuals[:K], prev.num_matvecs)
-  prev_flat = {nz: flat_vecs(prev) for nz in noises}
+  prev_flat = {nz: flat_vecs(prev, K + 2) for nz in noises}
   prev_lob = {g: np.asarray(flat_vecs(prev), np.float64).T for g in lobpcg_guards}
   dim = flat_vecs(prev).shape[1]
   overlaps, warm_diff, lob_err = [], [], [0.0]
   for r in range(args.refreshes):
-    params = sgd(params, ds.train, rng, refresh_every)
+    params = sgd(params, ds.train, rng, refresh_every, lr=lr)
     key, k1, k2, k3, k4 = jax.random.split(key, 5)
     c = top_k(params, k1)
     counts[COLD].append(int(c.num_matvecs))
@@ -415,8 +417,8 @@ def track(args, ds, refresh_every, noises=(), lobpcg_guards=()):
                          rel_err(prev_carry.eigvals[:K], c.eigvals)))
     for nz in noises:
       out = warm_flat(params, warm_vector(prev_flat[nz], k3, nz))
-      counts[f"warm, noise {nz:g} (same rule, own draw)"].append(int(out.num_matvecs))
-      prev_flat[nz] = flat_vecs(out)
+      counts[f"prototype: carry the guard pairs, noise {nz:g}"].append(int(out.num_matvecs))
+      prev_flat[nz] = flat_vecs(out, K + 2)
       warm_diff[-1] = max(warm_diff[-1], rel_err(out.eigvals, c.eigvals))
     mm = lambda x: np.asarray(block_hvp(params, jnp.asarray(x.T, jnp.float32)), np.float64).T  # noqa
     for g in lobpcg_guards:
@@ -427,7 +429,7 @@ def track(args, ds, refresh_every, noises=(), lobpcg_guards=()):
       counts[f"LOBPCG from previous eigvecs, block {K}+{g}"].append(n)
       prev_lob[g] = u
       lob_err.append(rel_err(theta, c.eigvals))
-    print(f"  every {refresh_every}, refresh {r + 1}: λ = {np.round(np.asarray(c.eigvals), 3)}, "
+    print(f"  every {refresh_every} (lr {lr:g}), refresh {r + 1}: λ = {np.round(np.asarray(c.eigvals), 3)}, "
           f"HVPs {[v[-1] for v in counts.values()]}, min cos {overlaps[-1]:.3f}, "
           f"warm vs cold λ {warm_diff[-1]:.1e}", flush=True)
   return counts, overlaps, max(warm_diff), max(lob_err)
@@ -437,14 +439,17 @@ def part2(args, ds):
   print(f"\n## 2. Warm vs cold start along SGD (MLP, Fashion-MNIST N={args.examples}, "
         f"tol={args.track_tol:g}, k={K}, SGD lr 0.1 batch 128, {args.pretrain} SGD steps first)",
         flush=True)
-  noises = () if args.quick else (0.0, 0.01, 0.3, 1.0)   # the library uses 0.1
+  noises = [float(x) for x in args.noises.split(",") if x]   # the library uses 0.1
   guards = () if args.quick else (0, 3)
-  runs = [(1, track(args, ds, 1, noises, guards)),
-          (args.refresh_every, track(args, ds, args.refresh_every))]
-  for every, (counts, overlaps, warm_diff, lob_err) in runs:
+  # lr 0.1 is the training run's (λ_1 ≈ 18–20 ≈ 2/lr: the top eigenspace swings every step);
+  # lr 0.01 for 1 step is a 10× smaller move, the "parameters moved a little" regime.
+  runs = [(1, 0.1, track(args, ds, 1, 0.1, noises, guards)),
+          (args.refresh_every, 0.1, track(args, ds, args.refresh_every, 0.1, noises)),
+          (1, 0.01, track(args, ds, 1, 0.01, noises))]
+  for every, lr, (counts, overlaps, warm_diff, lob_err) in runs:
     cold = counts["cold (random v0)"]
-    print(f"\nRefresh every {every} SGD step(s), {args.refreshes} refreshes; smallest principal "
-          f"cosine between consecutive top-{K} eigenspaces (cold runs): "
+    print(f"\nRefresh every {every} SGD step(s) of lr {lr:g}, {args.refreshes} refreshes; "
+          f"smallest principal cosine between consecutive top-{K} eigenspaces (cold runs): "
           f"{', '.join(f'{o:.3f}' for o in overlaps)} (median {statistics.median(overlaps):.3f}); "
           f"warm top-{K} eigenvalues agree with cold to {warm_diff:.1e}"
           + (f"; LOBPCG to {lob_err:.1e}" if lob_err else "") + ".\n")
@@ -608,22 +613,23 @@ def main():
   p.add_argument("--mem_steps", type=int, default=10)
   p.add_argument("--synthetic_dim", type=int)
   p.add_argument("--examples", type=int, help="Hessian examples of parts 1b and 2")
-  p.add_argument("--max_steps", type=int, default=200, help="Lanczos steps allowed")
+  p.add_argument("--max_steps", type=int, help="Lanczos steps allowed (the basis size)")
   p.add_argument("--ref_steps", type=int)
   p.add_argument("--pretrain", type=int, default=200, help="SGD steps before part 1b/2")
   p.add_argument("--refreshes", type=int)
   p.add_argument("--refresh_every", type=int, default=10)
   p.add_argument("--track_tol", type=float, default=1e-3)
+  p.add_argument("--noises", help="part 2: noise levels of the carry-guards prototype, e.g. 0,0.01")
   p.add_argument("--examples_mem", type=int, default=256)
   p.add_argument("--mem_models", help="models of part 3's RSS runs: mlp,cnn (quick: none)")
   p.add_argument("--hvp_batch", type=int, default=128)
   p.add_argument("--repeats", type=int)
   p.add_argument("--rounds", type=int)
   args = p.parse_args()
-  quick = dict(synthetic_dim=5_000, examples=256, refreshes=6, ref_steps=250, mem_models="",
-               repeats=3, rounds=2)
-  full = dict(synthetic_dim=100_000, examples=1024, refreshes=12, ref_steps=400,
-              mem_models="mlp,cnn", repeats=5, rounds=3)
+  quick = dict(synthetic_dim=5_000, examples=256, max_steps=80, refreshes=6, ref_steps=250,
+               mem_models="", noises="", repeats=2, rounds=1)
+  full = dict(synthetic_dim=100_000, examples=1024, max_steps=200, refreshes=12, ref_steps=400,
+              mem_models="mlp,cnn", noises="0,0.01,0.3,1", repeats=5, rounds=3)
   for k, val in (quick if args.quick else full).items():
     if getattr(args, k) is None:
       setattr(args, k, val)
