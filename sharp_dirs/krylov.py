@@ -147,7 +147,7 @@ def _run(matvec: MatVec, v0: PyTree, num_steps: int, reorthogonalize: bool,
     beta = tm.norm(w)
     scale_est = jnp.maximum(scale_est, jnp.abs(alpha) + beta + beta_prev)
     broke = beta <= 100 * eps * scale_est
-    # On breakdown, continue from a random vector orthogonal to the basis (T gets β = 0).
+    # On breakdown, continue from a generic vector orthogonal to the basis (T gets β = 0).
     w = jax.lax.cond(broke, lambda: _orthogonalize(_restart_vector(v, i), basis), lambda: w)
     v_next = tm.scale(1.0 / tm.norm(w), w)
     t_beta = jnp.where(broke, 0.0, beta)
