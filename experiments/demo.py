@@ -71,24 +71,28 @@ def main(argv):
         num_lanczos_steps=_LANCZOS_STEPS.value, tol=_TOL.value, init=previous)
     seconds = time.perf_counter() - start
     lam = np.asarray(pairs.eigvals)
+    eta_lambda = _LEARNING_RATE.value * lam[0]
     print(f"step {step:5d}  λ_1..λ_{_K.value} = {np.array2string(lam, precision=2)}  "
           f"max rel. residual {np.max(pairs.residuals / np.abs(lam)):.1e}  "
           f"{int(pairs.num_matvecs)} HVPs ({'warm' if previous is not None else 'cold'}, "
-          f"{seconds:.1f} s)  η·λ_1 = {_LEARNING_RATE.value * lam[0]:.2f} (stable below 2)")
+          f"{seconds:.1f} s)  η·λ_1 = {eta_lambda:.2f} "
+          f"({'below' if eta_lambda < 2 else 'above'} 2, the stability threshold of a quadratic)")
     return pairs
 
   pairs = spectrum(params, 0, None)
   batches = data.batch_stream(dataset.train, _BATCH_SIZE.value, seed=_SEED.value, augment=True)
-  start = time.perf_counter()
+  train_seconds = 0.0
   for step in range(1, _NUM_STEPS.value + 1):
     _, _, batch = next(batches)
-    params, opt_state, loss = sgd_step(params, opt_state, batch)
+    start = time.perf_counter()
+    params, opt_state, loss = jax.block_until_ready(sgd_step(params, opt_state, batch))
+    train_seconds += time.perf_counter() - start
     if step % _EVAL_EVERY.value == 0 or step == _NUM_STEPS.value:
       if not np.isfinite(float(loss)):
         raise SystemExit(f"Training diverged at step {step} (loss {float(loss)}): lower "
                          f"--learning_rate (now {_LEARNING_RATE.value}).")
       print(f"step {step:5d}  train loss {float(loss):.4f}  "
-            f"({(time.perf_counter() - start) / step:.2f} s/step)")
+            f"({train_seconds / step:.2f} s per SGD step)")
       pairs = spectrum(params, step, pairs)
 
 
