@@ -34,9 +34,11 @@ test: install
 demo: install
 	$(PYTHON) experiments/demo.py
 
+# The commands recorded in bench/RESULTS.md (bench_curvature.py without --quick is the long,
+# thorough version).
 bench: install
-	$(PYTHON) bench/bench_curvature.py
-	$(PYTHON) bench/bench_conv.py
+	$(PYTHON) bench/bench_conv.py --repeats 7
+	$(PYTHON) bench/bench_curvature.py --quick
 	$(PYTHON) bench/bench_input_pipeline.py
 
 clean:
