@@ -39,6 +39,7 @@ demo: install
 bench: install
 	$(PYTHON) bench/bench_conv.py --repeats 7
 	$(PYTHON) bench/bench_curvature.py --quick
+	$(PYTHON) bench/bench_hessian_solve.py --examples 256 --steps 20 --repeats 3
 	$(PYTHON) bench/bench_input_pipeline.py
 
 clean:

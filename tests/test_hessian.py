@@ -23,14 +23,23 @@ def test_hvp_matches_dense_hessian(x64):
                              rtol=1e-10, atol=1e-12)
 
 
-def test_dataset_hvp_is_the_hessian_of_the_mean_over_all_examples(x64):
+@pytest.mark.parametrize("linearize", [False, True])
+def test_dataset_hvp_is_the_hessian_of_the_mean_over_all_examples(x64, linearize):
   params, batches, loss_fn = mlp_problem(num_batches=4)
   h = dense_hessian(loss_fn, params, batches)
-  matvec = jax.jit(hessian.dataset_hvp(loss_fn, params, batches))
+  matvec = jax.jit(hessian.dataset_hvp(loss_fn, params, batches, linearize=linearize))
   u, v = (tm.normal_like(jax.random.PRNGKey(s), params) for s in (1, 2))
   np.testing.assert_allclose(flat(matvec(v)), h @ flat(v), rtol=1e-10, atol=1e-12)
   # Symmetry: <u, Hv> = <Hu, v>.
   np.testing.assert_allclose(tm.vdot(u, matvec(v)), tm.vdot(matvec(u), v), rtol=1e-12)
+
+
+def test_linearized_hessian_top_k_equals_the_jvp_one(x64):
+  params, batches, loss_fn = mlp_problem()
+  solve = lambda linearize: hessian.hessian_top_k(
+      loss_fn, params, batches, jax.random.PRNGKey(0), k=3, num_lanczos_steps=15,
+      linearize=linearize)
+  np.testing.assert_allclose(solve(True).eigvals, solve(False).eigvals, rtol=1e-10)
 
 
 def test_hessian_top_k_matches_dense_eigh(x64):
