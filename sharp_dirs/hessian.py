@@ -55,13 +55,18 @@ def num_batches(batches: PyTree) -> int:
   return sizes.pop()
 
 
+def batch_mean(fn: Callable[[PyTree], PyTree], like: PyTree, batches: PyTree) -> PyTree:
+  """(1/B) Σ_b fn(batch_b) for a pytree-valued fn shaped like ``like``, one batch at a time."""
+  def accumulate(total, batch):
+    return tm.add(total, fn(batch)), None
+
+  total, _ = jax.lax.scan(accumulate, tm.scale(0.0, like), batches)
+  return tm.scale(1.0 / num_batches(batches), total)
+
+
 def mean_grad(loss_fn: LossFn, params: PyTree, batches: PyTree) -> PyTree:
   """∇ of the mean loss over all stacked batches, one batch at a time (``lax.scan``)."""
-  def accumulate(total, batch):
-    return tm.add(total, jax.grad(loss_fn)(params, batch)), None
-
-  total, _ = jax.lax.scan(accumulate, tm.scale(0.0, params), batches)
-  return tm.scale(1.0 / num_batches(batches), total)
+  return batch_mean(lambda batch: jax.grad(loss_fn)(params, batch), params, batches)
 
 
 def dataset_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, *,
@@ -82,19 +87,14 @@ def dataset_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, *,
   Returns:
     A function of a pytree v shaped like params, returning (1/B) Σ_b ∇²L_b v in params' dtypes.
   """
-  count = num_batches(batches)
+  num_batches(batches)
   if linearize:
     _, linear = jax.linearize(lambda p: mean_grad(loss_fn, p, batches), params)
     return lambda v: linear(tm.cast(v, params))
 
   def matvec(v):
     v = tm.cast(v, params)
-
-    def accumulate(total, batch):
-      return tm.add(total, hvp(loss_fn, params, batch, v)), None
-
-    total, _ = jax.lax.scan(accumulate, tm.scale(0.0, v), batches)
-    return tm.scale(1.0 / count, total)
+    return batch_mean(lambda batch: hvp(loss_fn, params, batch, v), v, batches)
 
   return matvec
 
