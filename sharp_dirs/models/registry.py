@@ -4,12 +4,14 @@ from typing import Any, Callable, Dict, Tuple
 
 import flax.linen as nn
 
+from sharp_dirs.models.mlp import MLP
 from sharp_dirs.models.resnet import ResNet
 from sharp_dirs.models.simple_cnn import SimpleCNN
 from sharp_dirs.models.text import ImdbCNN, ImdbLSTM, LSTMLanguageModel
 from sharp_dirs.models.vgg import VGG
 
 _REGISTRY: Dict[str, Tuple[Callable[..., nn.Module], Dict[str, Any]]] = {
+    "mlp": (MLP, dict(hidden=(256, 256))),
     "simple_cnn_root": (SimpleCNN, dict(features=32, kernel_size=3)),
     "simple_cnn_medium": (SimpleCNN, dict(features=100, kernel_size=5)),
     "resnet32": (ResNet, dict(blocks_per_stage=5, init_scale=1.0 / 15, use_bn=False)),
