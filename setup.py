@@ -28,5 +28,5 @@ setuptools.setup(
         "orbax-checkpoint>=0.6",
         "rdata>=0.11",
     ],
-    extras_require={"test": ["pytest>=8.0", "scipy>=1.11"]},
+    extras_require={"test": ["pytest>=8.0", "scipy>=1.11", "tensorboard"]},
 )
