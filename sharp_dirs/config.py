@@ -1,0 +1,277 @@
+"""The experiment schema: every field ``train.train_and_evaluate`` reads, its default, and its checks.
+
+Config files in ``configs/`` start from ``default_config()`` (the paper's SimpleCNN noise-grid
+settings) and change a few fields; ``validate`` rejects a bad config before anything is
+compiled, naming the field, the value and what is allowed. Units: ``epoch`` is the paper's
+(``epoch_size`` examples, the training set by default); "evaluations" count tracker or eval
+events.
+"""
+
+from typing import Any
+
+from ml_collections import config_dict
+
+ConfigDict = config_dict.ConfigDict
+
+OPTIMIZERS = ("sgd", "nsgd", "adam", "adamw", "rmsprop", "adagrad", "lamb", "lion")
+NSGD_SOURCES = ("tracker", "train_batch")
+WHICH = ("largest", "magnitude")
+# Models per dataset kind ("image", "text", "lm"); the data module says the kind of each dataset.
+MODEL_KINDS = {
+    "mlp": "image", "simple_cnn_root": "image", "simple_cnn_medium": "image",
+    "resnet32": "image", "resnet32_bn": "image", "vgg11": "image",
+    "imdb_cnn": "text", "imdb_lstm": "text", "lstm_lm": "lm",
+}
+DATASET_KINDS = {"fashion_mnist": "image", "cifar10": "image", "cifar100": "image",
+                 "imdb": "text", "austen": "lm", "ptb": "lm"}
+BN_MODELS = ("resnet32_bn", "vgg11")
+
+
+class ConfigError(ValueError):
+  """A config field has a bad value; the message names the field and what is allowed."""
+
+
+def default_config() -> ConfigDict:
+  """Every field with the paper's default (SimpleCNN root, plain SGD, per-epoch top-5)."""
+  c = ConfigDict()
+  c.seed = 0  # init, data order, augmentation, Hessian samples, dropout: all derived from it
+
+  # Data.
+  c.dataset = "fashion_mnist"
+  c.data_dir = ""  # tfds data dir; '' = $SHARP_DIRS_DATA_DIR or ~/.cache/sharp_dirs/...
+  c.data_seed = 0  # train/valid split (the paper's code used 777)
+  c.num_train_examples = 0  # 0 = the whole training split; n = its first n examples
+  c.augment = config_dict.placeholder(bool)  # None = the paper's default for the dataset
+  c.lm_num_steps = 20  # language models: tokens per training window
+
+  # Model and loss.
+  c.model = "simple_cnn_root"
+  c.model_kwargs = ConfigDict()  # extra constructor arguments, e.g. dropout
+  c.l2 = 0.0  # Keras' l2: loss += l2·Σ‖W‖² over kernels
+
+  # Training.
+  c.batch_size = 128  # S
+  c.num_epochs = 200
+  c.epoch_size = 0  # examples per "epoch" (the paper's --epoch_size); 0 = the training set
+  c.full_batch = False  # gradient descent: every step uses the whole training set
+  c.optimizer = ConfigDict()
+  c.optimizer.name = "sgd"  # one of OPTIMIZERS
+  c.optimizer.learning_rate = 0.01  # η
+  c.optimizer.momentum = 0.0
+  c.optimizer.nesterov = False
+  c.optimizer.grad_clip_norm = 0.0  # > 0: clip the global gradient norm (Keras clipnorm)
+  c.optimizer.kwargs = ConfigDict()  # extra arguments of optax.<name> (adam's b1, ...)
+
+  # Nudged SGD (optimizer.name == "nsgd"): γ along the top num_directions eigenvectors.
+  c.nsgd = ConfigDict()
+  c.nsgd.num_directions = 5  # K
+  c.nsgd.gamma = 0.1  # γ
+  c.nsgd.rule = "constant"  # constant | remove | only_top | random | stability
+  c.nsgd.variant = "nudge_velocity"  # with momentum: nudge_gradient | nudge_velocity | nudge_both
+  c.nsgd.eigenpairs_from = "tracker"  # tracker (the paper) | train_batch (Lanczos in the step)
+  c.nsgd.refresh_every = 100  # steps between in-step refreshes (eigenpairs_from=train_batch)
+  c.nsgd.num_lanczos_steps = 20  # in-step refreshes only
+  c.nsgd.burnin_steps = 0
+  c.nsgd.freeze_directions = False  # keep the first eigenvectors (the "constant top" control)
+  c.nsgd.stability_cap = 1.0
+
+  # The top of the spectrum along the run (PAPER.md §3.2).
+  c.tracking = ConfigDict()
+  c.tracking.enabled = True
+  c.tracking.k = 5
+  c.tracking.num_lanczos_steps = 40  # the most HVPs per solve
+  c.tracking.tol = 1e-3  # stop once ‖Hu − λu‖ <= tol·|λ| for all k (+ 2 guard pairs); 0 = never
+  c.tracking.which = "largest"  # or "magnitude" (the paper's ARPACK 'LM')
+  c.tracking.num_examples = 2560  # N, a fresh sample per evaluation
+  c.tracking.batch_size = 128
+  c.tracking.augment = config_dict.placeholder(bool)  # None = as the training stream
+  c.tracking.every_epochs = 1
+  c.tracking.zoom_epochs = 0.0  # for the first zoom_epochs epochs evaluate ...
+  c.tracking.zoom_every_examples = 512  # ... every this many examples (the paper's zoom)
+  c.tracking.warm_start = True
+  c.tracking.linearize = False  # reuse one linearization per solve (faster, more memory)
+
+  # The paper's analyses, run at tracking evaluations (every `every` of them).
+  c.analyses = ConfigDict()
+  c.analyses.step_loss_change = ConfigDict(dict(
+      enabled=False, every=1, multipliers=(0.25, 0.5, 1.0, 2.0, 4.0), num_trials=10,
+      num_examples=2560))
+  c.analyses.cross_section = ConfigDict(dict(
+      enabled=False, every=1, directions=(0, 2, 4), num_trials=10, num_examples=1280,
+      offsets=(-16.0, -8.0, -4.0, -2.0, -1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0,
+               16.0)))
+  c.analyses.alignment = ConfigDict(dict(enabled=False, every=1, num_batches=20))
+  c.analyses.frobenius = ConfigDict(dict(enabled=False, every=1, num_samples=10))
+  c.analyses.spectral_density = ConfigDict(dict(enabled=False, every=1, num_draws=2,
+                                                num_steps=40))
+
+  # Evaluation on the validation and test sets (and the first train examples, as the paper).
+  c.eval = ConfigDict()
+  c.eval.every_epochs = 1
+  c.eval.batch_size = 500
+  c.eval.num_train_examples = 10_000  # train loss/accuracy on the first n (no augmentation)
+  c.eval.max_examples = 0  # 0 = whole valid/test splits; n = their first n
+
+  # The NSGD table's protocol (PAPER.md §2.3), in evaluations.
+  c.plateau = ConfigDict(dict(enabled=False, patience=100, factor=0.1))  # on valid loss
+  c.early_stopping = ConfigDict(dict(enabled=False, patience=200))  # on valid accuracy
+
+  c.checkpoint_every_epochs = 1
+  c.keep_checkpoints = 2
+  c.log_every_steps = 50
+  c.init_from = ""  # a run dir: start from its latest checkpoint's params (fresh optimizer)
+  return c
+
+
+def parse_variant(arg: Any, allowed: tuple) -> set:
+  """The comma-separated tokens of ``--config=path.py:a,b`` as a set, each checked."""
+  tokens = {t.strip() for t in (arg or "").split(",") if t.strip()}
+  unknown = tokens - set(allowed)
+  if unknown:
+    raise ConfigError(f"unknown config variant(s) {sorted(unknown)}; allowed: {list(allowed)}")
+  return tokens
+
+
+def _fail(field: str, value: Any, allowed: str) -> None:
+  raise ConfigError(f"config.{field} = {value!r} is not valid: {allowed}.")
+
+
+def _check_type(config: ConfigDict, field: str, types: tuple) -> Any:
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+    names = " or ".join(t.__name__ for t in types)
+    _fail(field, value, f"expected {names}, got {type(value).__name__}")
+  return value
+
+
+def _check_positive(config: ConfigDict, field: str, types=(int,), zero_ok=False) -> Any:
+  value = _check_type(config, field, types)
+  if value < 0 or (value == 0 and not zero_ok):
+    _fail(field, value, "must be " + (">= 0" if zero_ok else "> 0"))
+  return value
+
+
+def validate(config: ConfigDict) -> None:
+  """Raises ConfigError for a config that cannot run; checks that need no data or compilation.
+
+  The checks that need the dataset's size or the model's shapes are in ``validate_against``.
+  """
+  from sharp_dirs.models import registry  # pylint: disable=g-import-not-at-top
+  if config.model not in registry.MODEL_NAMES:
+    _fail("model", config.model, f"allowed: {', '.join(registry.MODEL_NAMES)}")
+  if config.dataset not in DATASET_KINDS:
+    _fail("dataset", config.dataset, f"allowed: {', '.join(DATASET_KINDS)}")
+  if MODEL_KINDS[config.model] != DATASET_KINDS[config.dataset]:
+    compatible = [m for m, k in MODEL_KINDS.items() if k == DATASET_KINDS[config.dataset]]
+    _fail("model", config.model,
+          f"it takes {MODEL_KINDS[config.model]} data but dataset {config.dataset!r} is "
+          f"{DATASET_KINDS[config.dataset]} data; models for it: {', '.join(compatible)}")
+  for field in ("seed", "data_seed", "num_train_examples", "lm_num_steps", "batch_size",
+                "num_epochs", "epoch_size", "log_every_steps", "checkpoint_every_epochs",
+                "keep_checkpoints", "eval.every_epochs", "eval.batch_size",
+                "eval.num_train_examples", "eval.max_examples"):
+    zero_ok = field in ("seed", "data_seed", "num_train_examples", "epoch_size",
+                        "eval.num_train_examples", "eval.max_examples")
+    _check_positive(config, field, zero_ok=zero_ok)
+  for field in ("l2", "optimizer.momentum", "optimizer.grad_clip_norm"):
+    _check_positive(config, field, (int, float), zero_ok=True)
+  _check_positive(config, "optimizer.learning_rate", (int, float))
+  if config.optimizer.momentum >= 1:
+    _fail("optimizer.momentum", config.optimizer.momentum, "must be in [0, 1)")
+  if config.optimizer.name not in OPTIMIZERS:
+    _fail("optimizer.name", config.optimizer.name, f"allowed: {', '.join(OPTIMIZERS)}")
+  if config.full_batch and config.model in BN_MODELS:
+    _fail("model", config.model, "full_batch=True needs a model without batch norm (ghost "
+          "batch norm is not implemented); allowed: " +
+          ", ".join(m for m in MODEL_KINDS if m not in BN_MODELS))
+  if config.full_batch and DATASET_KINDS[config.dataset] == "lm":
+    _fail("full_batch", True, "not supported for language models")
+  if config.optimizer.name == "nsgd":
+    _validate_nsgd(config)
+
+  t = config.tracking
+  for field in ("k", "num_lanczos_steps", "num_examples", "batch_size", "every_epochs",
+                "zoom_every_examples"):
+    _check_positive(config, f"tracking.{field}")
+  _check_positive(config, "tracking.tol", (int, float), zero_ok=True)
+  _check_positive(config, "tracking.zoom_epochs", (int, float), zero_ok=True)
+  if t.k > t.num_lanczos_steps:
+    _fail("tracking.k", t.k, f"must be <= tracking.num_lanczos_steps = {t.num_lanczos_steps} "
+          "(Lanczos finds at most that many eigenpairs; 3·k or more is a good choice)")
+  if t.which not in WHICH:
+    _fail("tracking.which", t.which, f"allowed: {', '.join(WHICH)}")
+  needs_tracking = [name for name, a in config.analyses.items()
+                    if a.enabled and name not in ("frobenius", "spectral_density")]
+  if needs_tracking and not t.enabled:
+    _fail("tracking.enabled", False, f"analyses {needs_tracking} use the tracked eigenvectors: "
+          "enable tracking or disable them")
+  for name, a in config.analyses.items():
+    _check_positive(config, f"analyses.{name}.every")
+  cs = config.analyses.cross_section
+  if cs.enabled and any(not 0 <= d < t.k for d in cs.directions):
+    _fail("analyses.cross_section.directions", cs.directions,
+          f"each must be an eigenvector index in [0, tracking.k = {t.k})")
+  if config.num_epochs < config.eval.every_epochs:
+    _fail("eval.every_epochs", config.eval.every_epochs,
+          f"must be <= num_epochs = {config.num_epochs}, or the run never evaluates")
+  if t.enabled and config.num_epochs < t.every_epochs and t.zoom_epochs == 0:
+    _fail("tracking.every_epochs", t.every_epochs,
+          f"must be <= num_epochs = {config.num_epochs}, or the spectrum is tracked only at "
+          "initialization (set tracking.enabled=False if that is what you want)")
+  for name in ("plateau", "early_stopping"):
+    _check_positive(config, f"{name}.patience")
+  if not 0 < config.plateau.factor < 1:
+    _fail("plateau.factor", config.plateau.factor, "must be in (0, 1)")
+
+
+def _validate_nsgd(config: ConfigDict) -> None:
+  n = config.nsgd
+  _check_positive(config, "nsgd.num_directions")
+  _check_positive(config, "nsgd.refresh_every")
+  _check_positive(config, "nsgd.num_lanczos_steps")
+  _check_positive(config, "nsgd.burnin_steps", zero_ok=True)
+  if n.eigenpairs_from not in NSGD_SOURCES:
+    _fail("nsgd.eigenpairs_from", n.eigenpairs_from, f"allowed: {', '.join(NSGD_SOURCES)}")
+  rules = ("constant", "remove", "only_top", "random", "stability")
+  if n.rule not in rules:
+    _fail("nsgd.rule", n.rule, f"allowed: {', '.join(rules)}")
+  variants = ("nudge_gradient", "nudge_velocity", "nudge_both")
+  if n.variant not in variants:
+    _fail("nsgd.variant", n.variant, f"allowed: {', '.join(variants)}")
+  if n.eigenpairs_from == "tracker" and n.rule != "random":
+    if not config.tracking.enabled:
+      _fail("tracking.enabled", False, "nsgd.eigenpairs_from='tracker' needs the tracker")
+    if config.tracking.k < n.num_directions:
+      _fail("nsgd.num_directions", n.num_directions,
+            f"must be <= tracking.k = {config.tracking.k} (the tracker supplies the directions)")
+  if n.eigenpairs_from == "train_batch" and n.num_directions > n.num_lanczos_steps:
+    _fail("nsgd.num_directions", n.num_directions,
+          f"must be <= nsgd.num_lanczos_steps = {n.num_lanczos_steps}")
+
+
+def validate_against(config: ConfigDict, num_train: int) -> None:
+  """The checks that need the training set's size ``num_train`` (after num_train_examples)."""
+  if config.num_train_examples > num_train and config.num_train_examples:
+    _fail("num_train_examples", config.num_train_examples,
+          f"the training split has only {num_train} examples")
+  n = config.num_train_examples or num_train
+  if config.batch_size > n:
+    _fail("batch_size", config.batch_size, f"must be <= the {n} training examples")
+  if config.full_batch and n % config.batch_size:
+    _fail("batch_size", config.batch_size, f"full_batch splits the {n} training examples into "
+          f"equal batches: use a divisor of {n}")
+  if config.epoch_size and config.epoch_size < config.batch_size:
+    _fail("epoch_size", config.epoch_size, f"must be >= batch_size = {config.batch_size}")
+  t = config.tracking
+  needed = -(-t.num_examples // t.batch_size) * t.batch_size
+  if t.enabled and needed > n:
+    _fail("tracking.num_examples", t.num_examples,
+          f"needs {needed} examples (whole batches of {t.batch_size}) but the training set has "
+          f"{n}")
+  for name in ("step_loss_change", "cross_section"):
+    a = config.analyses[name]
+    if a.enabled and a.num_examples > n:
+      _fail(f"analyses.{name}.num_examples", a.num_examples,
+            f"must be <= the {n} training examples")

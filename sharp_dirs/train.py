@@ -1,0 +1,503 @@
+"""The experiment engine: ``train_and_evaluate(config, workdir)``.
+
+One run trains a model of ``sharp_dirs.models`` on a dataset of ``sharp_dirs.data`` with the
+optimizer of the config (SGD, Nudged SGD, any optax optimizer, or full-batch gradient descent),
+and along the way
+- tracks the top-k Hessian eigenpairs on a fresh (augmented) sample of the training set, dense
+  early (the paper's zoom) and per epoch later, warm-started (``sharp_dirs.tracking``);
+- runs the paper's analyses at tracking evaluations when the config enables them;
+- evaluates on the train/validation/test splits, reduces the learning rate on plateaus, stops
+  early, keeps the best-validation checkpoint (the NSGD table's protocol);
+- checkpoints everything needed to resume (a killed run resumed gives the same metrics);
+- stops cleanly on a non-finite loss, recording the reason and step.
+Everything is logged to a run directory (``sharp_dirs.metrics_io``). Only this module and
+``sharp_dirs.config`` read a config.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any, Optional
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sharp_dirs import checkpoint as checkpoint_lib
+from sharp_dirs import config as config_lib
+from sharp_dirs import krylov
+from sharp_dirs import metrics_io
+from sharp_dirs import nudge
+from sharp_dirs import tracking
+from sharp_dirs import tree_math as tm
+from sharp_dirs.models import loss as model_loss
+from sharp_dirs.models import registry
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  """What the jitted train step carries: step () int32, params, optax state, BN statistics."""
+  step: jax.Array
+  params: PyTree
+  opt_state: PyTree
+  model_state: PyTree
+
+
+@dataclasses.dataclass
+class LoopState:
+  """Host-side counters of the NSGD table's protocol (checkpointed as JSON)."""
+  lr_multiplier: float = 1.0
+  best_valid_loss: Optional[float] = None
+  plateau_wait: int = 0
+  best_valid_accuracy: Optional[float] = None
+  early_stop_wait: int = 0
+  best_step: int = -1
+  num_trackings: int = 0
+
+
+# ------------------------------------------------------------------------------------------
+# Data
+
+@dataclasses.dataclass
+class RunData:
+  """The splits of a run: dicts of arrays with a leading example axis."""
+  train: dict
+  valid: dict
+  test: dict
+  augment: bool
+  kind: str
+  input_shape: tuple
+  num_classes: int
+
+
+def load_run_data(config) -> RunData:
+  """Loads the dataset (language models: windows of ``lm_num_steps`` tokens) and its subset."""
+  from sharp_dirs import data  # pylint: disable=g-import-not-at-top
+  ds = data.load_dataset(config.dataset, data_dir=config.data_dir or None,
+                         data_seed=config.data_seed)
+  splits = {"train": ds.train, "valid": ds.valid, "test": ds.test}
+  if ds.kind == "lm":
+    splits = {k: data.lm_windows(s["ids"], config.lm_num_steps) for k, s in splits.items()}
+  train = splits["train"]
+  config_lib.validate_against(config, len(next(iter(train.values()))))
+  if config.num_train_examples:
+    train = {k: v[:config.num_train_examples] for k, v in train.items()}
+  augment = ds.augment if config.augment is None else config.augment
+  if config.full_batch and augment:
+    raise config_lib.ConfigError(
+        "config.augment = True is not valid with full_batch=True: gradient descent runs on a "
+        "fixed training set; set augment=False.")
+  if augment and ds.kind != "image":
+    raise config_lib.ConfigError(f"config.augment = True is not valid: {config.dataset} is not "
+                                 "an image dataset.")
+  return RunData(train, splits["valid"], splits["test"], bool(augment), ds.kind,
+                 tuple(ds.input_shape), ds.num_classes)
+
+
+def num_examples(split: dict) -> int:
+  return len(next(iter(split.values())))
+
+
+def stack_batches(split: dict, batch_size: int, limit: int = 0):
+  """The first ``limit`` (0: all) examples as padded batches: (leaves [nb, bs, ...], mask [nb, bs])."""
+  n = min(num_examples(split), limit) if limit else num_examples(split)
+  nb = -(-n // batch_size)
+  idx = np.arange(nb * batch_size)
+  mask = (idx < n).astype(np.float32).reshape(nb, batch_size)
+  idx = np.where(idx < n, idx, 0)
+  return {k: v[idx].reshape(nb, batch_size, *v.shape[1:]) for k, v in split.items()}, mask
+
+
+# ------------------------------------------------------------------------------------------
+# Model, loss and optimizer
+
+def build_model(config, example_batch):
+  """(model, params, model_state), the model checked against the data's shapes."""
+  model = registry.get_model(config.model, **dict(config.model_kwargs))
+  key = jax.random.PRNGKey(config.seed)
+  try:
+    jax.eval_shape(lambda k: model_loss.init_model(model, k, example_batch), key)
+  except Exception as e:  # pylint: disable=broad-except
+    shape = tuple(example_batch[model.input_key].shape[1:])
+    raise config_lib.ConfigError(
+        f"config.model = {config.model!r} cannot take inputs of shape {shape} from dataset "
+        f"{config.dataset!r}: {type(e).__name__}: {e}") from e
+  params, model_state = model_loss.init_model(model, key, example_batch)
+  return model, params, model_state
+
+
+def make_optimizer(config) -> optax.GradientTransformationExtraArgs:
+  """The config's optimizer, then an injectable multiplier of the step (reduce-on-plateau)."""
+  o = config.optimizer
+  momentum = o.momentum or None
+  if o.name == "sgd":
+    base = optax.sgd(o.learning_rate, momentum=momentum, nesterov=o.nesterov)
+  elif o.name == "nsgd":
+    n = config.nsgd
+    base = nudge.nudged_sgd(
+        o.learning_rate, n.num_directions, gamma=n.gamma, momentum=momentum,
+        nesterov=o.nesterov, variant=n.variant, rule=n.rule, refresh_every=n.refresh_every,
+        burnin_steps=n.burnin_steps, num_lanczos_steps=n.num_lanczos_steps,
+        stability_cap=n.stability_cap, seed=config.seed)
+  else:
+    base = getattr(optax, o.name)(learning_rate=o.learning_rate, **dict(o.kwargs))
+  parts = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm else []
+  return optax.chain(*parts, base, optax.inject_hyperparams(optax.scale)(step_size=1.0))
+
+
+def set_lr_multiplier(opt_state, value: float):
+  """The optimizer state with the plateau multiplier (the chain's last member) set to value."""
+  last = opt_state[-1]
+  hyper = dict(last.hyperparams, step_size=jnp.asarray(value, jnp.float32))
+  return opt_state[:-1] + (last._replace(hyperparams=hyper),)
+
+
+def nsgd_uses_tracker(config) -> bool:
+  return (config.optimizer.name == "nsgd" and config.nsgd.rule != "random"
+          and config.nsgd.eigenpairs_from == "tracker")
+
+
+def make_train_step(config, model, tx):
+  """jit((state, batch, eigenpairs) -> (state, metrics)), the state donated."""
+  l2 = config.l2
+  in_step = (config.optimizer.name == "nsgd" and config.nsgd.rule != "random"
+             and config.nsgd.eigenpairs_from == "train_batch")
+  dropout_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+
+  def loss_and_grad(params, model_state, batch, rng):
+    def loss(p):
+      return model_loss.train_loss_and_state(model, p, model_state, batch, rng, l2)
+    return jax.value_and_grad(loss, has_aux=True)(params)
+
+  if config.full_batch:
+    def loss_and_grad(params, model_state, batches, rng):  # pylint: disable=function-redefined
+      def one(batch):
+        (value, (_, logits)), grads = jax.value_and_grad(
+            lambda p: model_loss.train_loss_and_state(model, p, model_state, batch, rng, l2),
+            has_aux=True)(params)
+        return value, grads, model_loss.accuracy(logits, batch[model.target_key])
+      values, grads, accs = jax.lax.map(one, batches)
+      grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+      return (jnp.mean(values), (model_state, None, jnp.mean(accs))), grads
+
+  def step(state, batch, eigenpairs):
+    rng = jax.random.fold_in(dropout_key, state.step)
+    (value, aux), grads = loss_and_grad(state.params, state.model_state, batch, rng)
+    model_state = aux[0]
+    accuracy = aux[2] if config.full_batch else model_loss.accuracy(
+        aux[1], batch[model.target_key])
+    extra = {}
+    if eigenpairs is not None:
+      extra["eigenpairs"] = eigenpairs
+    if in_step:
+      curvature = tracking.curvature_loss_fn(model, state.model_state, l2)
+      extra["obj_fn"] = lambda p: curvature(p, batch)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": value, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         model_state=model_state), metrics
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def make_eval_step(model):
+  """jit((params, model_state, batch, mask [B]) -> (Σ mask·CE, Σ mask·correct)); CE without L2."""
+  @jax.jit
+  def eval_step(params, model_state, batch, mask):
+    logits = model_loss.predict(model, params, model_state, batch[model.input_key])
+    labels = batch[model.target_key]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    per_example = lambda x: x.reshape(x.shape[0], -1).mean(axis=1)
+    return jnp.sum(per_example(ce) * mask), jnp.sum(per_example(correct) * mask)
+  return eval_step
+
+
+def evaluate(eval_step, params, model_state, stacked) -> tuple[float, float]:
+  """(mean loss, accuracy) over padded stacked batches from ``stack_batches``."""
+  batches, mask = stacked
+  total_loss = total_correct = 0.0
+  for i in range(mask.shape[0]):
+    loss_sum, correct = eval_step(params, model_state, jax.tree.map(lambda x: x[i], batches),
+                                  mask[i])
+    total_loss += float(loss_sum)
+    total_correct += float(correct)
+  n = float(mask.sum())
+  return total_loss / n, total_correct / n
+
+
+# ------------------------------------------------------------------------------------------
+# Schedules
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """Steps of a run. An epoch is ``steps_per_epoch`` steps (the paper's ``epoch_size``)."""
+  steps_per_epoch: int
+  total_steps: int
+  zoom_steps: int  # tracking every zoom_every steps while step < zoom_steps
+  zoom_every: int
+
+  def epoch(self, step: int) -> float:
+    return step / self.steps_per_epoch
+
+  def every_epochs(self, step: int, n: int) -> bool:
+    return (step % self.steps_per_epoch == 0 and (step // self.steps_per_epoch) % n == 0) or (
+        step == self.total_steps)
+
+  def tracking_due(self, step: int, every_epochs: int) -> bool:
+    zoom = step < self.zoom_steps and step % self.zoom_every == 0
+    return zoom or self.every_epochs(step, every_epochs)
+
+
+def make_schedule(config, num_train: int) -> Schedule:
+  if config.full_batch:
+    steps_per_epoch = 1
+  else:
+    steps_per_epoch = max(1, (config.epoch_size or num_train) // config.batch_size)
+  t = config.tracking
+  zoom_every = 1 if config.full_batch else max(1, t.zoom_every_examples // config.batch_size)
+  return Schedule(steps_per_epoch, config.num_epochs * steps_per_epoch,
+                  int(round(t.zoom_epochs * steps_per_epoch)), zoom_every)
+
+
+def update_protocol(loop: LoopState, config, step: int, valid_loss: float,
+                    valid_accuracy: float) -> tuple[LoopState, bool, bool]:
+  """Reduce-on-plateau (valid loss) and early stopping (valid accuracy) after one evaluation.
+
+  Returns (new loop state, whether this is the best validation accuracy so far, stop now).
+  Keras semantics: a wait counter of evaluations without improvement; at ``patience`` the
+  learning rate is multiplied by ``factor`` (and the counter restarts) or the run stops.
+  """
+  loop = dataclasses.replace(loop)
+  if loop.best_valid_loss is None or valid_loss < loop.best_valid_loss:
+    loop.best_valid_loss, loop.plateau_wait = valid_loss, 0
+  else:
+    loop.plateau_wait += 1
+    if config.plateau.enabled and loop.plateau_wait >= config.plateau.patience:
+      loop.lr_multiplier *= config.plateau.factor
+      loop.plateau_wait = 0
+  is_best = loop.best_valid_accuracy is None or valid_accuracy > loop.best_valid_accuracy
+  if is_best:
+    loop.best_valid_accuracy, loop.early_stop_wait, loop.best_step = valid_accuracy, 0, step
+  else:
+    loop.early_stop_wait += 1
+  stop = config.early_stopping.enabled and loop.early_stop_wait >= config.early_stopping.patience
+  return loop, is_best, stop
+
+
+# ------------------------------------------------------------------------------------------
+# The loop
+
+def _zeros_pairs(params, k: int) -> krylov.Eigenpairs:
+  dtype = krylov.krylov_dtype(params)
+  return krylov.Eigenpairs(jnp.zeros([k], dtype), tm.zeros_stack(k, params),
+                           jnp.zeros([k], dtype), jnp.zeros([], jnp.int32))
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(seconds)
+  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
+      f"{seconds // 60}m{seconds % 60:02d}s")
+
+
+def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = None) -> dict:
+  """Trains, tracks, analyses and evaluates as ``config`` says, logging into ``workdir``.
+
+  Resumes from ``workdir``'s latest checkpoint when there is one.
+
+  Args:
+    config: a ``sharp_dirs.config.default_config()``-shaped ConfigDict (see configs/).
+    workdir: the run directory.
+    stop_at_step: stop (as if killed) once this many steps are done, without a final
+      checkpoint: for tests and for splitting a run into jobs.
+
+  Returns:
+    The status dict also written to ``status.json``: {"status": "finished" | "diverged" |
+    "early_stopped" | "stopped", "step", "reason", "last": the last logged values}.
+  """
+  config_lib.validate(config)
+  run_data = load_run_data(config)
+  num_train = num_examples(run_data.train)
+  example = jax.tree.map(lambda x: x[:2], run_data.train)
+  model, params, model_state = build_model(config, example)
+  tx = make_optimizer(config)
+  schedule = make_schedule(config, num_train)
+  is_main = jax.process_index() == 0
+
+  state = TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), model_state)
+  tracker = tracking.Tracker(config, model, run_data)
+  k = config.tracking.k
+  tree = {"state": state, "init_params": jax.tree.map(jnp.copy, params), "pairs": _zeros_pairs(params, k),
+          "nsgd_pairs": _zeros_pairs(params, k)}
+  checkpoints = checkpoint_lib.Checkpoints(workdir, config.keep_checkpoints)
+  loop = LoopState()
+  pairs = nsgd_pairs = None
+  restored = checkpoints.restore(tree)
+  start_step = 0
+  if restored is not None:
+    start_step, tree, meta = restored
+    loop = LoopState(**meta["loop"])
+    pairs = tree["pairs"] if meta["has_pairs"] else None
+    nsgd_pairs = tree["nsgd_pairs"] if meta["has_nsgd_pairs"] else None
+    logging.info("Resuming %s from step %d.", workdir, start_step)
+  elif config.init_from:
+    tree = _init_from(config, tree)
+  state, init_params = tree["state"], tree["init_params"]
+  tracker.previous = pairs
+
+  writer = metrics_io.MetricWriter(workdir, active=is_main,
+                                   resume_step=start_step if restored is not None else None)
+  writer.write_json("config.json", config.to_dict())
+  train_step = make_train_step(config, model, tx)
+  eval_step = make_eval_step(model)
+  eval_sets = {
+      "train": stack_batches(run_data.train, config.eval.batch_size,
+                             config.eval.num_train_examples),
+      "valid": stack_batches(run_data.valid, config.eval.batch_size, config.eval.max_examples),
+      "test": stack_batches(run_data.test, config.eval.batch_size, config.eval.max_examples)}
+  full_batch = (stack_batches(run_data.train, config.batch_size)[0] if config.full_batch
+                else None)
+  batches = _batch_iterator(config, run_data, schedule, start_step)
+
+  status = {"status": "finished", "reason": ""}
+  last = {}
+  step = start_step
+  started, steps_done = time.perf_counter(), 0
+  window = []
+  pending = None  # (step, loss) of the previous train step, checked one step late
+  lam_text = "—"
+
+  def log(step, values):
+    row = {"epoch": schedule.epoch(step), **values}
+    writer.write_row(step, row)
+    last.update(row)
+
+  def save(step, tree_now):
+    meta = {"loop": dataclasses.asdict(loop), "has_pairs": pairs is not None,
+            "has_nsgd_pairs": nsgd_pairs is not None}
+    checkpoints.save(step, tree_now, meta)
+
+  while True:
+    if not (restored is not None and step == start_step):
+      # Everything scheduled at this step, before its train step.
+      if config.tracking.enabled and schedule.tracking_due(step, config.tracking.every_epochs):
+        lr = config.optimizer.learning_rate * loop.lr_multiplier
+        pairs, values, arrays = tracker.evaluate(state.params, state.model_state, step,
+                                                 loop.num_trackings, lr)
+        loop.num_trackings += 1
+        lam_text = f"{values['hessian/lambda_1']:.3g}"
+        log(step, values)
+        for name, arr in arrays.items():
+          writer.write_arrays(step, name, arr)
+        if nsgd_uses_tracker(config) and not (config.nsgd.freeze_directions and nsgd_pairs):
+          nsgd_pairs = pairs
+      if schedule.every_epochs(step, config.eval.every_epochs):
+        values = {"distance_from_init": float(tm.norm(tm.sub(state.params, init_params)))}
+        for name, stacked in eval_sets.items():
+          values[f"{name}/loss"], values[f"{name}/accuracy"] = evaluate(
+              eval_step, state.params, state.model_state, stacked)
+        values["learning_rate"] = config.optimizer.learning_rate * loop.lr_multiplier
+        loop, is_best, stop = update_protocol(loop, config, step, values["valid/loss"],
+                                              values["valid/accuracy"])
+        if loop.lr_multiplier != values["learning_rate"] / config.optimizer.learning_rate:
+          state = state.replace(opt_state=set_lr_multiplier(state.opt_state,
+                                                            loop.lr_multiplier))
+        log(step, values)
+        logging.info("step %d (epoch %.2f): train loss %.4f acc %.4f, valid loss %.4f acc %.4f,"
+                     " test acc %.4f, λ_1 %s", step, schedule.epoch(step), values["train/loss"],
+                     values["train/accuracy"], values["valid/loss"], values["valid/accuracy"],
+                     values["test/accuracy"], lam_text)
+        if is_best:
+          checkpoints.save_best(step, {"params": state.params, "model_state": state.model_state},
+                                {"valid_accuracy": values["valid/accuracy"]})
+        if stop:
+          status = {"status": "early_stopped", "reason": (
+              f"no better validation accuracy for {config.early_stopping.patience} evaluations")}
+      if (step % schedule.steps_per_epoch == 0 and step > 0 and (
+          step // schedule.steps_per_epoch) % config.checkpoint_every_epochs == 0) or (
+              step == schedule.total_steps) or status["status"] != "finished":
+        save(step, {"state": state, "init_params": init_params,
+                    "pairs": pairs if pairs is not None else tree["pairs"],
+                    "nsgd_pairs": nsgd_pairs if nsgd_pairs is not None else tree["nsgd_pairs"]})
+    if step >= schedule.total_steps or status["status"] != "finished":
+      break
+    if stop_at_step is not None and step >= stop_at_step:
+      status = {"status": "stopped", "reason": f"stop_at_step={stop_at_step}"}
+      break
+
+    batch = full_batch if config.full_batch else next(batches)
+    state, metrics = train_step(state, batch, nsgd_pairs)
+    step += 1
+    steps_done += 1
+    window.append(metrics)
+    if pending is not None and not math.isfinite(float(pending[1])):
+      step = pending[0]
+      status = {"status": "diverged", "reason": f"non-finite training loss {float(pending[1])} "
+                f"at step {step}: lower the learning rate (now "
+                f"{config.optimizer.learning_rate * loop.lr_multiplier:g}) or clip gradients "
+                "(optimizer.grad_clip_norm)"}
+      log(step, {"diverged": 1, "train/batch_loss": float(pending[1])})
+      break
+    pending = (step, metrics["loss"])
+    if step % config.log_every_steps == 0 or step == schedule.total_steps:
+      means = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]}
+      window = []
+      if not math.isfinite(means["loss"]):
+        continue  # reported at the next step's check, with its exact step
+      elapsed = time.perf_counter() - started
+      rate = steps_done * config.batch_size / elapsed
+      log(step, {f"train/batch_{k}": v for k, v in means.items()})
+      logging.info("step %d/%d (epoch %.2f)  %.0f examples/s  loss %.4f  λ_1 %s  left %s",
+                   step, schedule.total_steps, schedule.epoch(step), rate, means["loss"],
+                   lam_text, _format_eta(elapsed / steps_done * (schedule.total_steps - step)))
+
+  if pending is not None and status["status"] == "finished" and not math.isfinite(
+      float(pending[1])):
+    status = {"status": "diverged",
+              "reason": f"non-finite training loss at step {pending[0]}"}
+    log(pending[0], {"diverged": 1})
+    step = pending[0]
+  status.update(step=int(step), last=last)
+  writer.write_json("status.json", status)
+  writer.close()
+  checkpoints.close()
+  if status["status"] == "diverged":
+    logging.warning("Run %s diverged: %s", workdir, status["reason"])
+  return status
+
+
+def _batch_iterator(config, run_data: RunData, schedule: Schedule, start_step: int):
+  """Training batches from global step ``start_step`` on (deterministic given the seed)."""
+  if config.full_batch:
+    return None
+  from sharp_dirs import data  # pylint: disable=g-import-not-at-top
+  per_pass = num_examples(run_data.train) // config.batch_size
+  stream = data.batch_stream(run_data.train, config.batch_size, seed=config.seed,
+                             start_epoch=start_step // per_pass, start_step=start_step % per_pass,
+                             augment=run_data.augment)
+  return (batch for _, _, batch in stream)
+
+
+def _init_from(config, tree):
+  """The tree with params and model state from the latest checkpoint of ``config.init_from``."""
+  source = checkpoint_lib.Checkpoints(config.init_from)
+  restored = source.restore(tree)
+  source.close()
+  if restored is None:
+    raise FileNotFoundError(f"config.init_from = {config.init_from!r} has no checkpoint under "
+                            f"{os.path.join(config.init_from, 'checkpoints')}.")
+  _, other, _ = restored
+  state = tree["state"].replace(params=other["state"].params,
+                                model_state=other["state"].model_state)
+  logging.info("Initialized from %s (step %d).", config.init_from, restored[0])
+  return {**tree, "state": state,
+          "init_params": jax.tree.map(jnp.copy, other["state"].params)}
