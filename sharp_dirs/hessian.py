@@ -13,16 +13,14 @@ sharded over devices; the same code then runs data-parallel.
 """
 
 import functools
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 
 from sharp_dirs import krylov as lz
 from sharp_dirs import tree_math as tm
-
-PyTree = Any
-LossFn = Callable[[PyTree, PyTree], jax.Array]
+from sharp_dirs.types import LossFn, PyTree
 
 
 def check_scalar_loss(loss_fn: LossFn, params: PyTree, batch: PyTree) -> None:
@@ -53,6 +51,38 @@ def num_batches(batches: PyTree) -> int:
         f"Every leaf of batches must have the same leading (num_batches) axis, got sizes {sizes}. "
         "Stack batches as leaves [num_batches, batch_size, ...].")
   return sizes.pop()
+
+
+def check_batches(batches: PyTree) -> tuple[int, int]:
+  """(num_batches, batch_size) of stacked batches, or a ValueError naming what disagrees.
+
+  Every leaf must be ``[num_batches, batch_size, ...]`` with the same two leading sizes, both
+  at least 1 (shapes only: works on tracers and ShapeDtypeStructs).
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(batches)[0]
+  if not leaves:
+    raise ValueError("batches has no arrays; pass a pytree with leaves [num_batches, batch_size, "
+                     "...], e.g. {'x': x.reshape(num_batches, batch_size, ...)}.")
+  lead = {}
+  for path, x in leaves:
+    name = jax.tree_util.keystr(path) or "batches"
+    if jnp.ndim(x) < 2:
+      raise ValueError(
+          f"Leaf {name} of batches has shape {jnp.shape(x)}; stacked batches need leaves "
+          "[num_batches, batch_size, ...] (for a single batch add the axis: x[None]).")
+    lead[name] = tuple(jnp.shape(x)[:2])
+  if len(set(lead.values())) != 1:
+    raise ValueError(
+        "Every leaf of batches must have the same num_batches (axis 0) and batch_size (axis 1), "
+        f"got {lead}. Stack equal-size batches as leaves [num_batches, batch_size, ...].")
+  num, size = lead.popitem()[1]
+  if num == 0:
+    raise ValueError("batches holds no batch (num_batches = 0); the mean loss over no examples "
+                     "has no Hessian. Pass at least one batch.")
+  if size == 0:
+    raise ValueError("batches have batch_size 0 (axis 1); the mean loss over an empty batch is "
+                     "NaN. Pass at least one example per batch.")
+  return num, size
 
 
 def batch_mean(fn: Callable[[PyTree], PyTree], like: PyTree, batches: PyTree) -> PyTree:
@@ -87,7 +117,7 @@ def dataset_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, *,
   Returns:
     A function of a pytree v shaped like params, returning (1/B) Σ_b ∇²L_b v in params' dtypes.
   """
-  num_batches(batches)
+  check_batches(batches)
   if linearize:
     _, linear = jax.linearize(lambda p: mean_grad(loss_fn, p, batches), params)
     return lambda v: linear(tm.cast(v, params))
@@ -160,13 +190,18 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
     num_matvecs).
 
   Raises:
-    ValueError: bad k / num_lanczos_steps, non-scalar loss, or ``init`` of another structure.
+    ValueError: bad k / num_lanczos_steps / tol / num_guard, batches that are empty or whose
+      leaves disagree on axes 0 and 1, a non-scalar loss, or ``init`` of another structure.
+    TypeError: k or num_lanczos_steps not a Python int.
     FloatingPointError: the Hessian-vector products were not finite (checked when called
       outside jit).
   """
-  num_batches(batches)
+  check_batches(batches)
   check_scalar_loss(loss_fn, params, first_batch(batches))
-  lz._check_steps(params, num_lanczos_steps, k)
+  lz.check_steps(params, num_lanczos_steps, k)
+  lz.check_tol(tol, num_guard)
+  if which not in lz.WHICH:
+    raise ValueError(f"which must be one of {lz.WHICH}, got {which!r}.")
   if init is not None:
     like = jax.tree.map(lambda p: jax.ShapeDtypeStruct((init.eigvals.shape[0],) + p.shape,
                                                        p.dtype), params)

@@ -18,16 +18,15 @@ Numerics:
   below λ_k may not have entered the Krylov space yet; converged guard pairs make that unlikely.
 """
 
-from typing import Any, Callable, NamedTuple, Optional
+import math
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sharp_dirs import tree_math as tm
-
-PyTree = Any
-MatVec = Callable[[PyTree], PyTree]
+from sharp_dirs.types import MatVec, PyTree
 
 WHICH = ("largest", "magnitude")
 
@@ -170,10 +169,32 @@ def _run(matvec: MatVec, v0: PyTree, num_steps: int, reorthogonalize: bool,
   return LanczosResult(alphas, betas[:-1], basis, last_beta, steps)
 
 
-def _check_steps(v0: PyTree, num_steps: int, k: Optional[int] = None) -> None:
+def check_int(value, name: str, minimum: int) -> int:
+  """``value`` as an int >= minimum; a TypeError for floats, bools and arrays (they fix shapes)."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"{name} must be a Python int (it fixes array shapes), got {value!r} of type "
+                    f"{type(value).__name__}. Pass e.g. {name}=int({name}).")
+  if value < minimum:
+    raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+  return int(value)
+
+
+def check_tol(tol, num_guard: int) -> None:
+  """Raises unless tol is None or a finite number > 0 (or traced), and num_guard an int >= 0."""
+  check_int(num_guard, "num_guard", 0)
+  if tol is None or isinstance(tol, jax.core.Tracer):
+    return
+  if np.ndim(tol) != 0 or not math.isfinite(float(tol)) or float(tol) <= 0:
+    raise ValueError(f"tol must be None or a finite number > 0 (a relative residual such as "
+                     f"1e-3), got {tol!r}.")
+
+
+def check_steps(v0: PyTree, num_steps: int, k: Optional[int] = None) -> None:
+  """Raises unless 1 <= k <= num_steps <= dim(v0), all ints (named errors with the fix)."""
+  check_int(num_steps, "num_steps", 1)
+  if k is not None:
+    check_int(k, "k", 1)
   dim = tm.size(v0)
-  if num_steps < 1:
-    raise ValueError(f"num_steps must be at least 1, got {num_steps}.")
   if num_steps > dim:
     raise ValueError(
         f"num_steps={num_steps} exceeds the dimension of the operator ({dim}); a Krylov basis "
@@ -182,6 +203,12 @@ def _check_steps(v0: PyTree, num_steps: int, k: Optional[int] = None) -> None:
     raise ValueError(
         f"k={k} eigenpairs need 1 <= k <= num_steps, got num_steps={num_steps}; Lanczos finds "
         f"at most num_steps Ritz pairs. Raise num_steps (3k or more is a good default).")
+
+
+def is_finite_decomposition(result: LanczosResult) -> jax.Array:
+  """() bool: T and the last residual norm are finite (False once a matvec returned NaN/inf)."""
+  t_finite = jnp.all(jnp.isfinite(result.alphas)) & jnp.all(jnp.isfinite(result.betas))
+  return t_finite & jnp.isfinite(result.residual_norm)
 
 
 def lanczos(matvec: MatVec, v0: PyTree, num_steps: int, *,
@@ -198,7 +225,7 @@ def lanczos(matvec: MatVec, v0: PyTree, num_steps: int, *,
   Returns:
     LanczosResult with T = tridiag(betas, alphas, betas), basis leaves ``[m, *leaf.shape]``.
   """
-  _check_steps(v0, num_steps)
+  check_steps(v0, num_steps)
   return _run(matvec, v0, num_steps, reorthogonalize)
 
 
@@ -227,10 +254,13 @@ def top_k_eigenpairs(matvec: MatVec, v0: PyTree, k: int, num_steps: int, *,
 
   Returns:
     Eigenpairs with eigvals [k] descending, eigvecs leaves [k, *leaf.shape] in v0's dtypes.
+    If the matvec returned a non-finite value, eigvals and residuals are all NaN (test with
+    ``jnp.isfinite``; ``hessian_top_k`` raises outside jit).
   """
   if which not in WHICH:
     raise ValueError(f"which must be one of {WHICH}, got {which!r}.")
-  _check_steps(v0, num_steps, k)
+  check_steps(v0, num_steps, k)
+  check_tol(tol, num_guard)
 
   stop = None
   if tol is not None:
@@ -245,6 +275,10 @@ def top_k_eigenpairs(matvec: MatVec, v0: PyTree, k: int, num_steps: int, *,
   result = _run(matvec, v0, num_steps, reorthogonalize, stop)
   theta, s, residuals = _ritz(result.alphas, result.betas, result.residual_norm,
                               result.num_matvecs, k, which)
+  # A non-finite matvec makes every eigenvalue and residual NaN, never finite-looking numbers.
+  finite = is_finite_decomposition(result)
+  theta = jnp.where(finite, theta, jnp.nan)
+  residuals = jnp.where(finite, residuals, jnp.nan)
   eigvecs = tm.stack_combine(s.T, result.basis)
   num_matvecs = result.num_matvecs
   if exact_residuals:

@@ -25,12 +25,21 @@ Factor rules (``rule=``), each giving the factors γ_i along e_i and the factor 
   along every tracked direction satisfies γ_i η λ_i ≤ c = ``stability_cap`` (c < 2 keeps a
   quadratic stable: the edge-of-stability-aware step).
 
+Non-finite curvature (a NaN or inf loss on the Hessian batch, or non-finite ``eigenpairs=``):
+the refresh is rejected, the previous eigenpairs are kept (none before the first success: the
+update is then plain SGD), and ``num_failed_refreshes`` in the state counts it. The nudge never
+turns finite updates into NaN; read the counter (``optax.tree.get(state,
+"num_failed_refreshes")``) to notice a diverging Hessian batch.
+
+``optax.tree.map_params`` works: ``init`` accepts optax's parameter placeholders, and the
+state's ``eigvecs`` counts as a params tree (its leaves carry a leading axis of size k).
+
 References:
   Jastrzębski et al., "On the Relation Between the Sharpest Directions of DNN Loss and the SGD
   Step Length", ICLR 2019. https://arxiv.org/abs/1807.05031
 """
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +48,7 @@ import optax
 
 from sharp_dirs import krylov
 from sharp_dirs import tree_math as tm
-
-PyTree = Any
+from sharp_dirs.types import PyTree
 
 RULES = ("constant", "remove", "only_top", "random", "stability")
 VARIANTS = ("nudge_gradient", "nudge_velocity", "nudge_both")
@@ -55,6 +63,7 @@ class ScaleByNudgeState(NamedTuple):
   residuals: jax.Array  # [k] ‖H e_i − λ_i e_i‖ as reported by Lanczos.
   num_refreshes: jax.Array  # shape=(), dtype=jnp.int32: refreshes done by this transform.
   num_matvecs: jax.Array  # shape=(), dtype=jnp.int32: Hessian-vector products they spent.
+  num_failed_refreshes: jax.Array  # shape=(), dtype=jnp.int32: refreshes rejected as non-finite.
   key: jax.Array  # uint32 [2]: PRNG key for Lanczos start vectors and random directions.
 
 
@@ -129,13 +138,41 @@ def _orthonormal_rows(stack: PyTree) -> PyTree:
 
 
 def _static_int(value, name: str, minimum: int) -> int:
-  if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-    raise TypeError(
-        f"{name} must be a Python int (it fixes array shapes), got {type(value).__name__}. "
-        "Under optax.inject_hyperparams pass static_args=sharp_dirs.nudge.STATIC_ARGS.")
-  if value < minimum:
-    raise ValueError(f"{name} must be at least {minimum}, got {value}.")
-  return int(value)
+  try:
+    return krylov.check_int(value, name, minimum)
+  except TypeError as e:
+    raise TypeError(f"{e} Under optax.inject_hyperparams pass "
+                    "static_args=sharp_dirs.nudge.STATIC_ARGS.") from None
+
+
+def _check_step_count(value, name: str, minimum: int) -> None:
+  """An int >= minimum, or an integer scalar array (as optax.inject_hyperparams passes it)."""
+  if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if value < minimum:
+      raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+    return
+  dtype = getattr(value, "dtype", None)
+  if dtype is None or not jnp.issubdtype(dtype, jnp.integer) or jnp.ndim(value) != 0:
+    raise TypeError(f"{name} must be an int (a number of steps), got {value!r}. Pass e.g. "
+                    f"{name}=int({name}).")
+  if not isinstance(value, jax.core.Tracer) and int(value) < minimum:
+    raise ValueError(f"{name} must be at least {minimum}, got {int(value)}.")
+
+
+def _has_shapes(params: PyTree) -> bool:
+  """False for optax's parameter placeholder (``optax.tree.map_params``: a pytree without
+  leaves), True for arrays."""
+  leaves = jax.tree.leaves(params)
+  return bool(leaves) and all(hasattr(x, "shape") and hasattr(x, "dtype") for x in leaves)
+
+
+def _keep_if_not_finite(new: "ScaleByNudgeState", old: "ScaleByNudgeState", values: PyTree
+                        ) -> "ScaleByNudgeState":
+  """``new`` if every leaf of ``values`` is finite, else ``old`` with one more failed refresh."""
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(values)]))
+  failed = old._replace(num_failed_refreshes=old.num_failed_refreshes + 1,
+                        num_matvecs=new.num_matvecs, key=new.key)
+  return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, failed)
 
 
 class _Nudge(NamedTuple):
@@ -163,10 +200,9 @@ def _make_nudge(num_directions, *, gamma, rule, refresh_every, burnin_steps, num
     raise ValueError(
         f"gamma must be a scalar or have one value per direction, shape [{k}]; got shape "
         f"{jnp.shape(gamma)}.")
-  for value, name in ((refresh_every, "refresh_every"), (burnin_steps, "burnin_steps")):
-    if isinstance(value, (int, np.integer)) and value < (1 if name == "refresh_every" else 0):
-      raise ValueError(f"{name} must be {'positive' if name == 'refresh_every' else '>= 0'}, "
-                       f"got {value}.")
+  _check_step_count(refresh_every, "refresh_every", 1)
+  _check_step_count(burnin_steps, "burnin_steps", 0)
+  krylov.check_tol(tol, num_guard=0)
   if rule == "stability" and learning_rate is None:
     raise ValueError("rule='stability' caps η·λ_i, so it needs learning_rate= (a scalar or the "
                      "schedule of the optimizer this transform is chained with).")
@@ -181,19 +217,22 @@ def _make_nudge(num_directions, *, gamma, rule, refresh_every, burnin_steps, num
     return steps
 
   def init(params) -> ScaleByNudgeState:
-    if rule != "random":
+    shaped = _has_shapes(params)
+    if shaped and rule != "random":
       lanczos_steps(params)
-    elif k > tm.size(params):
+    elif shaped and k > tm.size(params):
       raise ValueError(f"num_directions={k} exceeds the number of parameters "
                        f"({tm.size(params)}).")
-    dtype = krylov.krylov_dtype(params)
+    # Placeholders (optax.tree.map_params): eigvecs is the params tree, sizes cannot be checked.
+    dtype = krylov.krylov_dtype(params if shaped else {})
     return ScaleByNudgeState(
         count=jnp.zeros([], jnp.int32),
         eigvals=jnp.zeros([k], dtype),
-        eigvecs=tm.zeros_stack(k, params),
+        eigvecs=tm.zeros_stack(k, params) if shaped else params,
         residuals=jnp.zeros([k], dtype),
         num_refreshes=jnp.zeros([], jnp.int32),
         num_matvecs=jnp.zeros([], jnp.int32),
+        num_failed_refreshes=jnp.zeros([], jnp.int32),
         key=jax.random.PRNGKey(seed))
 
   def lanczos_refresh(state, params, obj_fn):
@@ -205,13 +244,14 @@ def _make_nudge(num_directions, *, gamma, rule, refresh_every, burnin_steps, num
       return jax.jvp(jax.grad(obj_fn), (params,), (tm.cast(v, params),))[1]
 
     pairs = krylov.top_k_eigenpairs(matvec, v0, k, lanczos_steps(params), which=which, tol=tol)
-    return state._replace(
+    new = state._replace(
         eigvals=pairs.eigvals.astype(state.eigvals.dtype),
         eigvecs=tm.cast(pairs.eigvecs, state.eigvecs),
         residuals=pairs.residuals.astype(state.residuals.dtype),
         num_refreshes=state.num_refreshes + 1,
         num_matvecs=state.num_matvecs + pairs.num_matvecs.astype(jnp.int32),
         key=key)
+    return _keep_if_not_finite(new, state, (new.eigvals, new.eigvecs))
 
   def random_refresh(state, like):
     key, sub = jax.random.split(state.key)
@@ -256,10 +296,11 @@ def _make_nudge(num_directions, *, gamma, rule, refresh_every, burnin_steps, num
           f"matching eigvecs' leading axis; got eigvals {jnp.shape(eigenpairs.eigvals)} and "
           f"{n} eigenvectors.")
     residuals = jnp.broadcast_to(jnp.asarray(eigenpairs.residuals), (n,))
-    return state._replace(
+    new = state._replace(
         eigvals=jnp.asarray(eigenpairs.eigvals)[:k].astype(state.eigvals.dtype),
         eigvecs=tm.cast(jax.tree.map(lambda e: e[:k], eigenpairs.eigvecs), state.eigvecs),
         residuals=residuals[:k].astype(state.residuals.dtype))
+    return _keep_if_not_finite(new, state, (new.eigvals, new.eigvecs))
 
   def factors_for(state):
     dtype = state.eigvals.dtype

@@ -2,9 +2,12 @@
 
 All functions take ``matvec: v ↦ Hv`` on pytrees (e.g. ``hessian.dataset_hvp(...)``) and a
 pytree ``like`` giving the shapes and dtypes of v.
+
+Non-finite values: if the matvec returns NaN or inf for a probe, the estimate is NaN (the SLQ
+nodes of that draw too), never a finite-looking number; check ``jnp.isfinite`` on the result.
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +15,7 @@ import numpy as np
 
 from sharp_dirs import krylov
 from sharp_dirs import tree_math as tm
-
-PyTree = Any
-MatVec = Callable[[PyTree], PyTree]
+from sharp_dirs.types import MatVec, PyTree
 
 
 class Estimate(NamedTuple):
@@ -30,6 +31,7 @@ def _mean_and_stderr(samples: jax.Array) -> Estimate:
 
 def _probe(matvec: MatVec, like: PyTree, key: jax.Array, num_samples: int, draw, stat):
   """[num_samples] values stat(z, Hz) for independent probes z = draw(key_i, like)."""
+  krylov.check_int(num_samples, "num_samples", 1)
   def one(k):
     z = draw(k, like)
     return stat(z, matvec(z))
@@ -77,12 +79,13 @@ def spectral_density(matvec: MatVec, like: PyTree, key: jax.Array, *, num_draws:
   steps; averaging over draws estimates (1/n) tr f(H) = ∫ f dμ for the spectral measure μ.
   Cost: num_draws × num_steps matvecs.
   """
-  krylov._check_steps(like, num_steps)
+  krylov.check_steps(like, num_steps)
+  krylov.check_int(num_draws, "num_draws", 1)
 
   def one(k):
     r = krylov.lanczos(matvec, tm.normal_like(k, like), num_steps)
     theta, s = jnp.linalg.eigh(krylov.tridiagonal(r))
-    return theta, s[0] ** 2
+    return jnp.where(krylov.is_finite_decomposition(r), theta, jnp.nan), s[0] ** 2
 
   nodes, weights = jax.lax.map(one, jax.random.split(key, num_draws))
   return SpectralDensity(nodes, weights)

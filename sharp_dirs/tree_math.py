@@ -4,13 +4,11 @@ A "vector" here is any pytree of arrays (for example a flax params dict); a "sta
 is the same pytree whose leaves carry one extra leading axis ``[n, *leaf.shape]``.
 """
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-PyTree = Any
+from sharp_dirs.types import PyTree
 
 
 def vdot(a: PyTree, b: PyTree) -> jax.Array:

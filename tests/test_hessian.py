@@ -132,7 +132,7 @@ def test_bad_input_gets_named_errors():
                           num_lanczos_steps=4)
   with pytest.raises(ValueError, match="k=6 eigenpairs"):
     hessian.hessian_top_k(loss_fn, params, batches, key, k=6, num_lanczos_steps=5)
-  with pytest.raises(ValueError, match="same leading"):
+  with pytest.raises(ValueError, match="same num_batches"):
     hessian.hessian_top_k(loss_fn, params, {"x": batches["x"], "y": batches["y"][:2]}, key, k=1,
                           num_lanczos_steps=4)
   bad_init = hessian.hessian_top_k(loss_fn, params, batches, key, k=2, num_lanczos_steps=4)
