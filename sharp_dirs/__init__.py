@@ -26,4 +26,4 @@ from sharp_dirs.nudge import scale_by_nudge
 from sharp_dirs.nudge import nudged_sgd
 from sharp_dirs.nudge import ScaleByNudgeState
 from sharp_dirs import data  # lazy: see sharp_dirs/data/__init__.py
-from sharp_dirs import models  # the paper's flax models and the loss boundary (init_model, make_loss_fn, ...)
+from sharp_dirs import models  # lazy: the flax models and the loss boundary (make_loss_fn, ...)

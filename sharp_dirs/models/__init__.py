@@ -1,6 +1,7 @@
 """The paper's models (flax linen) and the boundary to ``loss_fn(params, batch) -> scalar``.
 
 Models (``get_model(name, **overrides)``; names in ``MODEL_NAMES``):
+  mlp                                  ReLU MLP on flattened inputs (784-256-256-10)
   simple_cnn_root, simple_cnn_medium   SimpleCNN (F=32,k=3 / F=100,k=5)
   resnet32, resnet32_bn                pre-activation ResNet-32 (no BN, init 1/15 / with BN)
   vgg11                                VGG-11 with BN, classifier dropout 0.5
@@ -23,33 +24,57 @@ Loss API (sharp_dirs.models.loss):
       -> (loss, (new_model_state, logits));  jax.value_and_grad(..., argnums=1, has_aux=True)
   predict(model, params, model_state, inputs) -> logits (inference mode)
   cross_entropy(logits, labels), accuracy(logits, labels), l2_penalty(params, exclude=())
-  param_shapes(model, example_batch), count_params(params)
+  param_shapes(model, example_batch), count_params(params) (= tree_math.size)
 The loss is mean softmax cross-entropy plus Keras' l2·Σ‖W‖² over conv/dense kernels.
 
 Convolutions: ``conv_impl`` ∈ {"auto", "xla", "im2col"} on the conv models; "auto" (default)
 is the im2col-by-slicing ``Im2colConv`` on CPU (faster gradients and HVPs there, see
-bench/RESULTS_conv.md) and ``flax.linen.Conv`` elsewhere. Both have the same params.
+bench/RESULTS.md, "HVP vs gradient, and conv implementations") and ``flax.linen.Conv``
+elsewhere. Both have the same params.
+
+Imports are lazy (PEP 562), as in ``sharp_dirs.data``: ``import sharp_dirs`` does not load flax
+until a name of this package is used.
 """
 
-from sharp_dirs.models.layers import CONV_IMPLS
-from sharp_dirs.models.layers import Im2colConv
-from sharp_dirs.models.layers import KerasLSTM
-from sharp_dirs.models.layers import conv_module
-from sharp_dirs.models.layers import im2col
-from sharp_dirs.models.loss import accuracy
-from sharp_dirs.models.loss import count_params
-from sharp_dirs.models.loss import cross_entropy
-from sharp_dirs.models.loss import init_model
-from sharp_dirs.models.loss import l2_penalty
-from sharp_dirs.models.loss import make_loss_fn
-from sharp_dirs.models.loss import param_shapes
-from sharp_dirs.models.loss import predict
-from sharp_dirs.models.loss import train_loss_and_state
-from sharp_dirs.models.registry import MODEL_NAMES
-from sharp_dirs.models.registry import get_model
-from sharp_dirs.models.resnet import ResNet
-from sharp_dirs.models.simple_cnn import SimpleCNN
-from sharp_dirs.models.text import ImdbCNN
-from sharp_dirs.models.text import ImdbLSTM
-from sharp_dirs.models.text import LSTMLanguageModel
-from sharp_dirs.models.vgg import VGG
+import importlib
+
+_EXPORTS = {
+    "CONV_IMPLS": ("sharp_dirs.models.layers", "CONV_IMPLS"),
+    "Im2colConv": ("sharp_dirs.models.layers", "Im2colConv"),
+    "KerasLSTM": ("sharp_dirs.models.layers", "KerasLSTM"),
+    "conv_module": ("sharp_dirs.models.layers", "conv_module"),
+    "im2col": ("sharp_dirs.models.layers", "im2col"),
+    "accuracy": ("sharp_dirs.models.loss", "accuracy"),
+    "count_params": ("sharp_dirs.models.loss", "count_params"),
+    "cross_entropy": ("sharp_dirs.models.loss", "cross_entropy"),
+    "init_model": ("sharp_dirs.models.loss", "init_model"),
+    "l2_penalty": ("sharp_dirs.models.loss", "l2_penalty"),
+    "make_loss_fn": ("sharp_dirs.models.loss", "make_loss_fn"),
+    "param_shapes": ("sharp_dirs.models.loss", "param_shapes"),
+    "predict": ("sharp_dirs.models.loss", "predict"),
+    "train_loss_and_state": ("sharp_dirs.models.loss", "train_loss_and_state"),
+    "MODEL_NAMES": ("sharp_dirs.models.registry", "MODEL_NAMES"),
+    "get_model": ("sharp_dirs.models.registry", "get_model"),
+    "MLP": ("sharp_dirs.models.mlp", "MLP"),
+    "ResNet": ("sharp_dirs.models.resnet", "ResNet"),
+    "SimpleCNN": ("sharp_dirs.models.simple_cnn", "SimpleCNN"),
+    "ImdbCNN": ("sharp_dirs.models.text", "ImdbCNN"),
+    "ImdbLSTM": ("sharp_dirs.models.text", "ImdbLSTM"),
+    "LSTMLanguageModel": ("sharp_dirs.models.text", "LSTMLanguageModel"),
+    "VGG": ("sharp_dirs.models.vgg", "VGG"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    module, attr = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))

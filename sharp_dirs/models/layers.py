@@ -13,7 +13,7 @@ rule is the matmul form, so gradients (dW = patchesᵀ dy, one matmul instead of
 convolution-backprop-filter on CPU) and forward-over-reverse HVPs avoid XLA's convolution
 derivatives; ``im2col_forward=True`` uses the matmul form for the value too. Its parameters
 have nn.Conv's names, shapes and initializers (``kernel [*k, C, F]``, ``bias [F]``), so the two
-are interchangeable on the same params. See bench/bench_conv.py and bench/RESULTS_conv.md.
+are interchangeable on the same params. See bench/bench_conv.py and bench/RESULTS.md.
 """
 
 import functools
@@ -165,7 +165,7 @@ def conv_module(impl: str) -> Callable[..., nn.Module]:
   'xla': nn.Conv. 'im2col': Im2colConv (XLA value, im2col derivatives). 'im2col_full':
   Im2colConv with the value as im2col @ W too. 'auto': 'im2col' on CPU, 'xla' elsewhere,
   resolved when the model is traced (``jax.default_backend()``); im2col measured faster on CPU
-  for gradients and HVPs (bench/RESULTS_conv.md), accelerators keep cuDNN/XLA.
+  for gradients and HVPs (bench/RESULTS.md), accelerators keep cuDNN/XLA.
   """
   if impl not in CONV_IMPLS:
     raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
@@ -211,6 +211,14 @@ class KerasLSTM(nn.Module):
 
     carry, hs = lax.scan(step, carry, xw)
     return jnp.swapaxes(hs, 0, 1), carry
+
+
+def check_min_spatial(model: str, x: jax.Array, minimum: int, fix: str) -> None:
+  """Raises a ValueError naming the input size ``model`` needs when x [B, H, W, C] is smaller."""
+  height, width = x.shape[1:3]
+  if height < minimum or width < minimum:
+    raise ValueError(f"{model} needs images of at least {minimum}×{minimum} pixels, got "
+                     f"{height}×{width} (input shape {tuple(x.shape)}). {fix}")
 
 
 def dense(features: int, name: str = None, **kw) -> nn.Dense:

@@ -15,7 +15,7 @@ The optional L2 term is Keras' ``l2(λ)`` regularizer: λ·Σ‖W‖² over the 
 and dense kernels; not biases, BN, embeddings or LSTM weights) outside ``model.l2_exclude``.
 """
 
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-PyTree = Any
+from sharp_dirs import tree_math as tm
+from sharp_dirs.types import PyTree
 Batch = Mapping[str, jax.Array]
 LossFn = Callable[[PyTree, Batch], jax.Array]
 
@@ -41,14 +42,42 @@ def param_shapes(model: nn.Module, example_batch: Batch) -> Tuple[PyTree, PyTree
   return jax.eval_shape(lambda k: init_model(model, k, example_batch), jax.random.key(0))
 
 
-def count_params(params: PyTree) -> int:
-  """Σ over leaves of prod(leaf.shape) (arrays or ShapeDtypeStructs)."""
-  return int(sum(np.prod(x.shape, dtype=np.int64) for x in jax.tree.leaves(params)))
+count_params = tm.size  # Σ over leaves of prod(leaf.shape) (arrays or ShapeDtypeStructs)
+
+
+def check_labels(logits: jax.Array, labels: jax.Array) -> None:
+  """Raises a ValueError unless labels are integer class ids in [0, K) shaped logits[..., 0].
+
+  dtype and shape are checked always (statically, also under jit); the range only when the
+  labels are concrete (outside jit), which costs one host transfer of the labels.
+  """
+  labels_dtype = jnp.result_type(labels)
+  if not jnp.issubdtype(labels_dtype, jnp.integer):
+    raise ValueError(
+        f"labels must be integer class ids, got dtype {labels_dtype}. Cast them with "
+        "labels.astype(jnp.int32) (for one-hot or soft targets use optax.softmax_cross_entropy).")
+  if jnp.shape(labels) != jnp.shape(logits)[:-1]:
+    raise ValueError(f"labels of shape {jnp.shape(labels)} do not match logits of shape "
+                     f"{jnp.shape(logits)}; expected labels of shape {jnp.shape(logits)[:-1]}.")
+  if not isinstance(labels, jax.core.Tracer) and np.size(labels):
+    values = np.asarray(labels)
+    num_classes = jnp.shape(logits)[-1]
+    if values.min() < 0 or values.max() >= num_classes:
+      raise ValueError(f"labels must lie in [0, {num_classes}) for {num_classes} classes, got "
+                       f"values from {values.min()} to {values.max()}.")
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """mean over all leading axes of −log softmax(logits)[label]. logits [..., K], labels [...] int."""
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  """mean over all leading axes of −log softmax(logits)[label]. logits [..., K], labels [...] int.
+
+  Labels are checked by ``check_labels``. Under jit the range cannot be checked cheaply: an
+  out-of-range label makes the loss NaN (a non-finite loss, which ``hessian_top_k`` and the
+  training loop report), never a silently wrapped class (optax alone maps −1 to class K−1).
+  """
+  check_labels(logits, labels)
+  per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  valid = jnp.logical_and(labels >= 0, labels < jnp.shape(logits)[-1])
+  return jnp.mean(jnp.where(valid, per_example, jnp.nan))
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:

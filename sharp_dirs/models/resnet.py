@@ -60,6 +60,14 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    # Each stage after the first halves the size (rounding up); the head pools pool_size².
+    downsample = 2 ** (len(self.widths) - 1)
+    layers.check_min_spatial(
+        "ResNet", x, downsample * (self.pool_size - 1) + 1,
+        f"Its head average-pools {self.pool_size}×{self.pool_size} after a {downsample}× "
+        f"downsampling (the paper's CIFAR 32×32). Pad smaller images (28×28 → 32×32: "
+        f"jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))) or pass a smaller pool_size (7 fits "
+        f"28×28).")
     conv_cls = layers.conv_module(self.conv_impl)
     init = layers.he_normal_scaled(self.init_scale, self.init_distribution)
 

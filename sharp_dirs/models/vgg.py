@@ -31,6 +31,11 @@ class VGG(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    num_pools = sum(1 for item in self.cfg if item == "M")
+    layers.check_min_spatial(
+        "VGG", x, 2 ** num_pools,
+        f"Its {num_pools} 2×2 max-pools need that much (the paper's CIFAR 32×32); pad smaller "
+        "images (28×28 → 32×32: jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))).")
     conv_cls = layers.conv_module(self.conv_impl)
     x = layers.batch_norm(train, name="input_bn")(x)
     n = 0
