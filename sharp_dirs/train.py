@@ -78,11 +78,17 @@ class RunData:
   num_classes: int
 
 
+@functools.lru_cache(maxsize=2)
+def _load_dataset(name: str, data_dir: str, data_seed: int):
+  """``data.load_dataset``, cached: the runs of a sweep (or a test session) load it once."""
+  from sharp_dirs import data  # pylint: disable=g-import-not-at-top
+  return data.load_dataset(name, data_dir=data_dir or None, data_seed=data_seed)
+
+
 def load_run_data(config) -> RunData:
   """Loads the dataset (language models: windows of ``lm_num_steps`` tokens) and its subset."""
   from sharp_dirs import data  # pylint: disable=g-import-not-at-top
-  ds = data.load_dataset(config.dataset, data_dir=config.data_dir or None,
-                         data_seed=config.data_seed)
+  ds = _load_dataset(config.dataset, config.data_dir, config.data_seed)
   splits = {"train": ds.train, "valid": ds.valid, "test": ds.test}
   if ds.kind == "lm":
     splits = {k: data.lm_windows(s["ids"], config.lm_num_steps) for k, s in splits.items()}
@@ -326,18 +332,10 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
   """
   config_lib.validate(config)
   run_data = load_run_data(config)
-  num_train = num_examples(run_data.train)
-  example = jax.tree.map(lambda x: x[:2], run_data.train)
-  model, params, model_state = build_model(config, example)
-  tx = make_optimizer(config)
-  schedule = make_schedule(config, num_train)
+  model, tx, tree = initial_tree(config, run_data)
+  schedule = make_schedule(config, num_examples(run_data.train))
   is_main = jax.process_index() == 0
-
-  state = TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), model_state)
   tracker = tracking.Tracker(config, model, run_data)
-  k = config.tracking.k
-  tree = {"state": state, "init_params": jax.tree.map(jnp.copy, params), "pairs": _zeros_pairs(params, k),
-          "nsgd_pairs": _zeros_pairs(params, k)}
   checkpoints = checkpoint_lib.Checkpoints(workdir, config.keep_checkpoints)
   loop = LoopState()
   pairs = nsgd_pairs = None
@@ -473,6 +471,42 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
   if status["status"] == "diverged":
     logging.warning("Run %s diverged: %s", workdir, status["reason"])
   return status
+
+
+def initial_tree(config, run_data: RunData):
+  """(model, optimizer, the checkpointed pytree at initialization).
+
+  The tree: {"state": TrainState, "init_params", "pairs": the tracker's last Eigenpairs,
+  "nsgd_pairs": NSGD's directions} (zeros until computed; the checkpoint's JSON says which).
+  """
+  model, params, model_state = build_model(config, jax.tree.map(lambda x: x[:2], run_data.train))
+  tx = make_optimizer(config)
+  state = TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), model_state)
+  k = config.tracking.k
+  return model, tx, {"state": state, "init_params": jax.tree.map(jnp.copy, params),
+                     "pairs": _zeros_pairs(params, k), "nsgd_pairs": _zeros_pairs(params, k)}
+
+
+def restore_run(workdir: str, which: str = "latest"):
+  """(config, run data, model, step, tree) of a run directory's latest (or best) checkpoint.
+
+  The best checkpoint's tree holds only {"params", "model_state"}.
+  """
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    config = config_lib.ConfigDict(json.load(f))
+  run_data = load_run_data(config)
+  model, _, tree = initial_tree(config, run_data)
+  checkpoints = checkpoint_lib.Checkpoints(workdir, config.keep_checkpoints)
+  if which == "best":
+    restored = checkpoints.restore_best({"params": tree["state"].params,
+                                         "model_state": tree["state"].model_state})
+  else:
+    restored = checkpoints.restore(tree)
+  checkpoints.close()
+  if restored is None:
+    raise FileNotFoundError(f"{workdir} has no {which} checkpoint.")
+  step, tree, _ = restored
+  return config, run_data, model, step, tree
 
 
 def _batch_iterator(config, run_data: RunData, schedule: Schedule, start_step: int):

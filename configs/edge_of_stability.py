@@ -1,0 +1,53 @@
+r"""Beyond the paper: full-batch gradient descent reaches the edge of stability, λ_1 ≈ 2/η.
+
+Cohen et al. (ICLR 2021; PAPER.md §8.1): under full-batch GD the sharpness rises until η·λ_1
+reaches 2 and then hovers there; SGD stays below. Here: gradient descent on the first 5,000
+training examples (no augmentation), λ_1, λ_2 on a fixed sample every 10 steps; compare with
+the SGD runs' η·λ_1 (``eos/eta_lambda_max`` is logged by every run).
+
+  python experiments/train.py --config=configs/edge_of_stability.py --workdir=runs/eos_gd
+  python experiments/sweep.py --config=configs/edge_of_stability.py:cpu --workdir=runs/eos_cpu
+
+Variants: ``simple_cnn`` (default), ``cpu``: the MLP on 2,000 examples, 400 steps, η·λ_1
+tracked every 5 steps on the whole 2,000 (a few minutes on 2 CPU cores); its sweep is
+η ∈ {0.05, 0.1}.
+"""
+
+from sharp_dirs import config as config_lib
+
+VARIANTS = ("simple_cnn", "cpu")
+
+
+def get_config(arg=None):
+  variant = config_lib.parse_variant(arg, VARIANTS)
+  c = config_lib.default_config()
+  c.full_batch = True
+  c.augment = False
+  c.num_train_examples = 5000
+  c.batch_size = 1000  # the chunk the full-batch gradient is accumulated over
+  c.num_epochs = 2000  # one step per epoch
+  c.optimizer.learning_rate = 0.02
+  c.tracking.k = 2
+  c.tracking.num_examples = 5000
+  c.tracking.batch_size = 1000
+  c.tracking.every_epochs = 10
+  c.eval.every_epochs = 10
+  c.checkpoint_every_epochs = 200
+  c.log_every_steps = 10
+  if "cpu" in variant:
+    config_lib.cpu_scale(c, num_epochs=400)
+    c.augment = False
+    c.num_train_examples = 2000
+    c.batch_size = 1000
+    c.optimizer.learning_rate = 0.1
+    c.tracking.num_examples = 2000
+    c.tracking.batch_size = 1000
+    c.tracking.every_epochs = 5
+    c.eval.every_epochs = 20
+    c.checkpoint_every_epochs = 100
+  return c
+
+
+def get_sweep(arg=None):
+  del arg
+  return [{"optimizer.learning_rate": lr} for lr in (0.05, 0.1)]

@@ -1,0 +1,39 @@
+r"""The general shape of the top of the spectrum: λ_1..λ_10 along training, with the early zoom.
+
+The paper (PAPER.md F1): top-10 on N = 2560 fresh augmented examples per epoch, and a Hessian at
+every iteration over the first half epoch (the zoom); SimpleCNN root at η = 0.01 for 300 epochs,
+ResNet-32 (L2 1e-4 kept) at η = 0.1 for 400 epochs; S = 128, no momentum.
+
+  python experiments/train.py --config=configs/general_shape.py --workdir=runs/general_scnn
+  python experiments/train.py --config=configs/general_shape.py:resnet32 --workdir=runs/general_rn
+
+Variants: ``simple_cnn`` (default; Fashion-MNIST offline, ``--config.dataset=cifar10`` for the
+paper), ``resnet32`` (CIFAR-10), ``cpu``: the MLP on 10k Fashion-MNIST examples for 8 epochs,
+top-10 on N = 1024, a Hessian every step over the first half epoch (about 3 minutes on 2 CPU
+cores, most of it the 20 zoom evaluations).
+"""
+
+from sharp_dirs import config as config_lib
+
+VARIANTS = ("simple_cnn", "resnet32", "cpu")
+
+
+def get_config(arg=None):
+  variant = config_lib.parse_variant(arg, VARIANTS)
+  c = config_lib.default_config()
+  c.num_epochs = 300
+  c.optimizer.learning_rate = 0.01
+  c.tracking.k = 10
+  c.tracking.num_lanczos_steps = 60
+  c.tracking.zoom_epochs = 0.5
+  c.tracking.zoom_every_examples = 128  # every step at S = 128
+  if "resnet32" in variant:
+    c.dataset, c.model = "cifar10", "resnet32"
+    c.l2 = 1e-4
+    c.optimizer.learning_rate = 0.1
+    c.num_epochs = 400
+  if "cpu" in variant:
+    config_lib.cpu_scale(c, num_epochs=8)
+    c.optimizer.learning_rate = 0.05
+    c.tracking.zoom_every_examples = c.batch_size
+  return c

@@ -1,0 +1,66 @@
+r"""Nudged SGD against SGD: γ along the top-K eigenvectors, the NSGD table's protocol.
+
+The paper (PAPER.md §2.3, §6, F7, tables): SimpleCNN medium (Fashion-MNIST with augmentation
+offline; CIFAR-10 in the paper), S = 128, η = 0.01, no momentum, L2 0; the directions are the
+top-K of a top-10 Lanczos solve on N = 2560 fresh augmented examples once per epoch; γ ∈ {0.01,
+0.1, 1, 5}, K = 5 (the SimpleCNN table uses K = 10), seeds 777/778; reduce-on-plateau ×0.1 after
+100 epochs without a better validation loss, early stopping after 200 without a better
+validation accuracy, at most 2000 epochs; the best-validation checkpoint is evaluated post hoc
+(experiments/evaluate.py). SGD baselines: η ∈ {0.3, 0.2, 0.1, 0.05, 0.01, 0.005}.
+
+  python experiments/sweep.py --config=configs/nsgd.py --workdir=runs/nsgd \
+      --sweep=nsgd.gamma=0.01,0.1,1.0,5.0 --sweep=seed=777,778
+  python experiments/sweep.py --config=configs/nsgd.py:sgd --workdir=runs/nsgd_baselines
+  python experiments/sweep.py --config=configs/nsgd.py --workdir=runs/nsgd_k \
+      --sweep=nsgd.gamma=0.01 --sweep=nsgd.num_directions=1,3,5,10,20 --sweep=tracking.k=20
+
+Variants: ``simple_cnn`` (default), ``resnet32`` (CIFAR-10), ``sgd`` (the baselines; the sweep
+is the η grid), ``cpu``: the MLP on 10k Fashion-MNIST examples at η = 0.1 for 12 epochs, K = 5,
+N = 1024, patience 4 / 8 evaluations (about 1.5 minutes per run on 2 CPU cores); its sweep is
+γ ∈ {1, 0.1, 0.01} × seeds {0, 1, 2}.
+"""
+
+from sharp_dirs import config as config_lib
+
+VARIANTS = ("simple_cnn", "resnet32", "sgd", "cpu")
+
+
+def get_config(arg=None):
+  variant = config_lib.parse_variant(arg, VARIANTS)
+  c = config_lib.default_config()
+  c.model = "simple_cnn_medium"
+  c.augment = True
+  c.num_epochs = 2000
+  c.optimizer.name = "sgd" if "sgd" in variant else "nsgd"
+  c.optimizer.learning_rate = 0.01
+  c.nsgd.num_directions = 5
+  c.nsgd.gamma = 0.01
+  c.tracking.k = 10
+  c.tracking.num_lanczos_steps = 60
+  c.plateau.enabled = True
+  c.plateau.patience = 100
+  c.early_stopping.enabled = True
+  c.early_stopping.patience = 200
+  c.analyses.frobenius.enabled = True
+  c.analyses.frobenius.every = 10
+  if "resnet32" in variant:
+    c.dataset, c.model, c.augment = "cifar10", "resnet32", True
+  if "cpu" in variant:
+    config_lib.cpu_scale(c, num_epochs=12)
+    c.augment = False
+    c.optimizer.learning_rate = 0.1
+    c.tracking.k = 5
+    c.tracking.num_lanczos_steps = 40
+    c.plateau.patience = 4
+    c.early_stopping.patience = 8
+    c.analyses.frobenius.every = 4
+  return c
+
+
+def get_sweep(arg=None):
+  variant = config_lib.parse_variant(arg, VARIANTS)
+  if "sgd" in variant:
+    return [{"optimizer.learning_rate": lr} for lr in (0.3, 0.2, 0.1, 0.05, 0.01, 0.005)]
+  gammas, seeds = ((1.0, 0.1, 0.01), (0, 1, 2)) if "cpu" in variant else (
+      (0.01, 0.1, 1.0, 5.0), (777, 778))
+  return [{"nsgd.gamma": g, "seed": s} for g in gammas for s in seeds]

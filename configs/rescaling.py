@@ -1,0 +1,65 @@
+r"""The step-rescaling ablation: change only the step along e_1 and watch λ_1 and the loss.
+
+The paper (PAPER.md F6): from a SimpleCNN checkpoint trained with SGD at η = 0.005, run 1000 SGD
+iterations at S = 128 where e_1 is recomputed by Lanczos at every iteration and the update is
+  normal: g;   only_top: ⟨g, e_1⟩e_1;   constant_top: ⟨g, d₀⟩d₀ (d₀ = the first e_1);
+  remove_top: g − ⟨g, e_1⟩e_1;   top_scaled: γ⟨g, e_1⟩e_1 + (g − ⟨g, e_1⟩e_1), γ ∈ {0.25, .., 4};
+and plot λ_1 and the loss on the first 2250 training examples against the iteration. Here
+each variant is Nudged SGD with one direction from the tracker (Lanczos every step, warm
+started): rule "only_top", "only_top" with frozen directions, "remove", "constant" with γ.
+
+  python experiments/train.py --config=configs/noise_grid.py --workdir=runs/scnn_lr0.005 \
+      --config.optimizer.learning_rate=0.005
+  python experiments/sweep.py --config=configs/rescaling.py --workdir=runs/rescaling \
+      --sweep=init_from=runs/scnn_lr0.005     # every variant (see get_sweep)
+
+Variants: ``normal`` (default), ``only_top``, ``constant_top``, ``remove_top``, ``top_scaled``;
+``cpu``: the MLP on 10k Fashion-MNIST examples, 100 iterations, N = 512 and the loss on 1,024
+examples each iteration (start it from a cpu-scale run: ``--config.init_from=<run dir>``).
+"""
+
+from sharp_dirs import config as config_lib
+
+VARIANTS = ("normal", "only_top", "constant_top", "remove_top", "top_scaled", "cpu")
+RULES = {"only_top": "only_top", "constant_top": "only_top", "remove_top": "remove",
+         "top_scaled": "constant"}
+
+
+def get_config(arg=None):
+  variant = config_lib.parse_variant(arg, VARIANTS)
+  c = config_lib.default_config()
+  c.optimizer.learning_rate = 0.005
+  c.epoch_size = c.batch_size  # one "epoch" per iteration: track and evaluate every step
+  c.num_epochs = 1000
+  c.tracking.k = 1
+  c.tracking.num_lanczos_steps = 20
+  c.eval.num_train_examples = 2250
+  c.eval.max_examples = 1000
+  c.checkpoint_every_epochs = 100
+  c.log_every_steps = 10
+  for name, rule in RULES.items():
+    if name in variant:
+      c.optimizer.name = "nsgd"
+      c.nsgd.num_directions = 1
+      c.nsgd.rule = rule
+      c.nsgd.gamma = 1.0 if rule != "constant" else 0.5
+      c.nsgd.freeze_directions = name == "constant_top"
+  if "cpu" in variant:
+    config_lib.cpu_scale(c, num_epochs=100)
+    c.epoch_size = c.batch_size
+    c.tracking.num_examples = 512
+    c.eval.num_train_examples = 1024
+    c.eval.max_examples = 500
+    c.checkpoint_every_epochs = 25
+  return c
+
+
+def get_sweep(arg=None):
+  """Every variant of the figure (sweep over ``init_from`` too with --sweep)."""
+  del arg
+  return ([{"optimizer.name": "sgd"}]
+          + [{"optimizer.name": "nsgd", "nsgd.num_directions": 1, "nsgd.rule": rule,
+              "nsgd.gamma": 1.0, "nsgd.freeze_directions": frozen}
+             for rule, frozen in (("only_top", False), ("only_top", True), ("remove", False))]
+          + [{"optimizer.name": "nsgd", "nsgd.num_directions": 1, "nsgd.rule": "constant",
+              "nsgd.gamma": g} for g in (0.25, 0.5, 2.0, 4.0)])

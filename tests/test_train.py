@@ -1,0 +1,284 @@
+"""The experiment engine end to end on real Fashion-MNIST (tiny settings): every config's cpu
+variant runs and logs what its figures need, a killed run resumes to the same metrics, and bad
+configs are rejected by name before anything compiles."""
+
+import importlib.util
+import json
+import math
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sharp_dirs import config as config_lib
+from sharp_dirs import metrics_io
+from sharp_dirs import train
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_config(name: str, variant: str = "cpu"):
+  spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module, module.get_config(variant)
+
+
+def shrink(c, *, epochs=2):
+  """A cpu config made tiny: 256 examples, batches of 64, small samples; its structure kept."""
+  c.num_train_examples = 256
+  c.num_epochs = epochs
+  if c.full_batch:
+    c.batch_size = 128
+  else:
+    c.batch_size = 64
+    c.epoch_size = min(c.epoch_size, 128) if c.epoch_size else 0
+  c.model_kwargs = config_lib.ConfigDict({"hidden": (16,)}) if c.model == "mlp" else c.model_kwargs
+  c.tracking.k = min(c.tracking.k, 3)
+  c.tracking.num_lanczos_steps = 8
+  c.tracking.num_examples = 128
+  c.tracking.batch_size = 64
+  c.tracking.zoom_epochs = min(c.tracking.zoom_epochs, 0.5)
+  c.tracking.every_epochs = 1
+  c.nsgd.num_directions = min(c.nsgd.num_directions, c.tracking.k)
+  c.analyses.step_loss_change.num_trials = 2
+  c.analyses.step_loss_change.num_examples = 128
+  c.analyses.cross_section.num_trials = 2
+  c.analyses.cross_section.num_examples = 128
+  c.analyses.cross_section.directions = (0, 2)
+  c.analyses.alignment.num_batches = 2
+  c.analyses.frobenius.num_samples = 2
+  c.analyses.frobenius.every = 1
+  c.analyses.spectral_density.num_draws = 1
+  c.analyses.spectral_density.num_steps = 6
+  c.eval.every_epochs = 1
+  c.eval.num_train_examples = 128
+  c.eval.max_examples = 128
+  c.eval.batch_size = 64
+  c.log_every_steps = 2
+  return c
+
+
+def finite_series(run, key):
+  steps, values = run.series(key)
+  assert len(values) > 0, f"{key} was never logged; keys: {run.keys()}"
+  assert np.all(np.isfinite(values)), (key, values)
+  return steps, values
+
+
+@pytest.mark.parametrize("name, variant, keys", [
+    ("noise_grid", "cpu", ["hessian/lambda_1", "hessian/lambda_2", "eos/eta_lambda_max",
+                           "hessian/grad_fraction_batch", "hessian/overlap_previous"]),
+    ("general_shape", "cpu", ["hessian/lambda_3", "train/accuracy", "valid/accuracy"]),
+    ("sharp_analysis", "cpu", ["step_loss_change/e1/x1", "step_loss_change/full_step/x0.5",
+                               "cross_section/width_e1"]),
+    ("alignment", "cpu", ["alignment/mean_abs_cos", "alignment/random_baseline",
+                          "train/accuracy"]),
+    ("nsgd", "cpu", ["hessian/frobenius", "hessian/frobenius_as_in_paper", "test/accuracy",
+                     "distance_from_init"]),
+    ("edge_of_stability", "cpu", ["eos/eta_lambda_max", "train/batch_loss"]),
+    ("rescaling", "only_top,cpu", ["hessian/lambda_1", "train/loss"]),
+])
+def test_cpu_variant_runs_and_logs_what_its_figures_need(tmp_path, name, variant, keys):
+  _, c = load_config(name, variant)
+  status = train.train_and_evaluate(shrink(c), str(tmp_path))
+  assert status["status"] == "finished", status
+  run = metrics_io.read_run(str(tmp_path))
+  for key in keys + ["hessian/lambda_1", "valid/loss"]:
+    finite_series(run, key)
+  assert run.config["model"] == c.model
+  assert run.status["status"] == "finished"
+  if name == "sharp_analysis":
+    (step, arrays), *_ = run.arrays("cross_section")
+    assert arrays["losses"].shape == (2, len(c.analyses.cross_section.offsets))
+    (_, change), *_ = run.arrays("step_loss_change")
+    assert change["relative_change"].shape == (c.tracking.k + 2, 5)
+
+
+def test_tracking_schedule_zooms_then_goes_per_epoch(tmp_path):
+  _, c = load_config("noise_grid")
+  c = shrink(c, epochs=3)
+  c.tracking.zoom_epochs = 1.0
+  c.tracking.zoom_every_examples = 128  # every 2 steps of 64 during the first epoch
+  train.train_and_evaluate(c, str(tmp_path))
+  steps, lam = finite_series(metrics_io.read_run(str(tmp_path)), "hessian/lambda_1")
+  np.testing.assert_array_equal(steps, [0, 2, 4, 8, 12])  # 4 steps per epoch of 256
+  run = metrics_io.read_run(str(tmp_path))
+  _, warm = run.series("hessian/warm")
+  np.testing.assert_array_equal(warm, [0, 1, 1, 1, 1])
+
+
+def test_tracked_eigenvalues_match_a_dense_solve_on_the_same_sample(tmp_path):
+  """λ_1..λ_k logged at step 0 equal the dense Hessian's on the tracker's own sample."""
+  _, c = load_config("noise_grid")
+  c = shrink(c, epochs=1)
+  c.model_kwargs = config_lib.ConfigDict({"hidden": (4,)})  # 3,190 parameters: a dense Hessian
+  c.tracking.num_lanczos_steps = 30
+  c.tracking.tol = 0.0
+  train.train_and_evaluate(c, str(tmp_path))
+  run = metrics_io.read_run(str(tmp_path))
+  logged = [run.series(f"hessian/lambda_{i + 1}")[1][0] for i in range(c.tracking.k)]
+
+  run_data = train.load_run_data(c)
+  model, params, model_state = train.build_model(c, jax.tree.map(lambda x: x[:2],
+                                                                 run_data.train))
+  from sharp_dirs import tracking
+  tracker = tracking.Tracker(c, model, run_data)
+  sample = tracker.sample(0, c.tracking.num_examples, c.tracking.batch_size)
+  loss_fn = tracking.curvature_loss_fn(model, model_state, c.l2)
+  flat, unravel = jax.flatten_util.ravel_pytree(params)
+  merged = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), sample)
+  dense = jax.hessian(lambda f: loss_fn(unravel(f), merged))(flat)
+  expected = np.linalg.eigvalsh(np.asarray(dense, np.float64))[::-1][:c.tracking.k]
+  np.testing.assert_allclose(logged, expected, rtol=2e-3)
+
+
+def test_a_killed_run_resumes_to_the_same_metrics_and_params(tmp_path):
+  _, c = load_config("nsgd")  # NSGD from the tracker, plateau and early-stopping counters
+  c = shrink(c, epochs=3)
+  c.plateau.patience = 1
+  full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+  train.train_and_evaluate(c, full)
+  # Killed mid-epoch 2 (after its checkpoint at step 4, before the one at step 8): rows and
+  # arrays logged after step 4 must be replaced by the resumed run's.
+  assert train.train_and_evaluate(c, killed, stop_at_step=6)["status"] == "stopped"
+  train.train_and_evaluate(c, killed)
+
+  def comparable(run):
+    return [{k: v for k, v in r.items() if "seconds" not in k} for r in run.rows]
+  a, b = metrics_io.read_run(full), metrics_io.read_run(killed)
+  assert comparable(a) == comparable(b)
+  assert any("hessian/frobenius" in r for r in a.rows)
+  *_, step_a, tree_a = train.restore_run(full)
+  *_, step_b, tree_b = train.restore_run(killed)
+  assert step_a == step_b == 12
+  jax.tree.map(np.testing.assert_array_equal, tree_a, tree_b)
+
+
+def test_a_diverging_run_stops_with_the_reason_and_step(tmp_path):
+  _, c = load_config("noise_grid")
+  c = shrink(c, epochs=2)
+  c.optimizer.learning_rate = 1e4
+  status = train.train_and_evaluate(c, str(tmp_path))
+  assert status["status"] == "diverged"
+  assert "non-finite training loss" in status["reason"]
+  assert "lower the learning rate" in status["reason"]
+  run = metrics_io.read_run(str(tmp_path))
+  steps, _ = run.series("diverged")
+  assert len(steps) == 1 and 1 <= steps[0] < 8
+  assert json.load(open(tmp_path / "status.json"))["step"] == steps[0]
+
+
+def test_plateau_reduces_the_learning_rate_and_early_stopping_stops():
+  c = config_lib.default_config()
+  c.plateau.enabled, c.plateau.patience, c.plateau.factor = True, 2, 0.5
+  c.early_stopping.enabled, c.early_stopping.patience = True, 3
+  loop = train.LoopState()
+  history = []
+  for step, (loss, acc) in enumerate([(1.0, 0.5), (0.9, 0.6), (0.95, 0.6), (0.97, 0.55),
+                                      (0.99, 0.58)]):
+    loop, is_best, stop = train.update_protocol(loop, c, step, loss, acc)
+    history.append((loop.lr_multiplier, is_best, stop))
+  assert [h[0] for h in history] == [1.0, 1.0, 1.0, 0.5, 0.5]
+  assert [h[1] for h in history] == [True, True, False, False, False]
+  assert [h[2] for h in history] == [False, False, False, False, True]
+  assert loop.best_step == 1
+
+
+def test_full_batch_gradient_is_the_mean_over_the_training_set(tmp_path):
+  """One GD step moves the params by −η ∇L(whole training set)."""
+  _, c = load_config("edge_of_stability")
+  c = shrink(c, epochs=1)
+  c.tracking.enabled = False
+  run_data = train.load_run_data(c)
+  model, params, model_state = train.build_model(c, jax.tree.map(lambda x: x[:2],
+                                                                 run_data.train))
+  tx = train.make_optimizer(c)
+  state = train.TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), model_state)
+  before = jax.tree.map(jnp.copy, params)
+  batches = train.stack_batches(run_data.train, c.batch_size)[0]
+  state, metrics = train.make_train_step(c, model, tx)(state, batches, None)
+  from sharp_dirs.models import loss as model_loss
+  loss_fn = model_loss.make_loss_fn(model, model_state, train=False)
+  whole = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batches)
+  grad = jax.grad(loss_fn)(before, whole)
+  expected = jax.tree.map(lambda p, g: p - c.optimizer.learning_rate * g, before, grad)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), state.params, expected)
+  np.testing.assert_allclose(metrics["loss"], loss_fn(before, whole), rtol=1e-5)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model", "resnet33", "allowed: mlp, simple_cnn_root"),
+    ("dataset", "mnist", "allowed: fashion_mnist"),
+    ("model", "lstm_lm", "it takes lm data but dataset 'fashion_mnist' is image data"),
+    ("optimizer.name", "adamax2", "allowed: sgd, nsgd"),
+    ("optimizer.learning_rate", 0.0, "must be > 0"),
+    ("optimizer.momentum", 1.0, "must be in [0, 1)"),
+    ("tracking.k", 50, "must be <= tracking.num_lanczos_steps = 40"),
+    ("tracking.which", "smallest", "allowed: largest, magnitude"),
+    ("eval.every_epochs", 300, "or the run never evaluates"),
+    ("tracking.every_epochs", 300, "tracked only at initialization"),
+    ("batch_size", 0, "must be > 0"),
+    ("plateau.factor", 1.5, "must be in (0, 1)"),
+])
+def test_bad_config_fields_are_named_with_what_is_allowed(field, value, message):
+  c = config_lib.default_config()
+  *parents, last = field.split(".")
+  node = c
+  for p in parents:
+    node = node[p]
+  node[last] = value
+  with pytest.raises(config_lib.ConfigError, match=None) as e:
+    config_lib.validate(c)
+  assert f"config.{field}" in str(e.value) and message in str(e.value), str(e.value)
+
+
+def test_wrong_types_are_rejected_by_name():
+  c = config_lib.default_config()
+  with pytest.raises(TypeError):
+    c.batch_size = 12.5  # ml_collections' type safety on assignment
+  c = config_lib.default_config()
+  c.tracking.tol = -1.0
+  with pytest.raises(config_lib.ConfigError, match="config.tracking.tol"):
+    config_lib.validate(c)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"batch_size": 100_000}, "config.batch_size = 100000 is not valid: must be <= the 50000"),
+    ({"tracking.num_examples": 60_000}, "config.tracking.num_examples"),
+    ({"num_train_examples": 70_000}, "only 50000 examples"),
+    ({"model": "resnet32"}, "cannot take inputs of shape (28, 28, 1)"),
+    ({"model": "vgg11"}, "cannot take inputs of shape (28, 28, 1)"),
+    ({"optimizer.name": "nsgd", "nsgd.num_directions": 6}, "must be <= tracking.k = 5"),
+    ({"full_batch": True, "num_train_examples": 1000, "batch_size": 300}, "use a divisor of 1000"),
+])
+def test_configs_that_do_not_fit_the_data_are_rejected_before_training(tmp_path, overrides,
+                                                                      message):
+  c = config_lib.default_config()
+  for field, value in overrides.items():
+    *parents, last = field.split(".")
+    node = c
+    for p in parents:
+      node = node[p]
+    node[last] = value
+  with pytest.raises(config_lib.ConfigError) as e:
+    train.train_and_evaluate(c, str(tmp_path))
+  assert message in str(e.value), str(e.value)
+  assert not os.path.exists(tmp_path / "metrics.jsonl")
+
+
+def test_every_config_module_builds_and_validates_each_variant():
+  for path in sorted(CONFIGS.glob("*.py")):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert "python experiments/" in module.__doc__, f"{path.name}: no launch command"
+    for variant in (None,) + tuple(getattr(module, "VARIANTS", ())):
+      config_lib.validate(module.get_config(variant))
+    with pytest.raises(config_lib.ConfigError, match="unknown config variant"):
+      module.get_config("no_such_variant")
+    if hasattr(module, "get_sweep"):
+      assert module.get_sweep(None)
