@@ -43,12 +43,20 @@ def _tiny_idx_dir(tmp_path, num_train=30, num_test=10, seed=0):
   return str(d), arrays
 
 
-def _fake_prepared(data_dir, tfds_name, file_format="array_record"):
-  """Marks a catalog dataset as prepared (the data itself comes from tfds.testing.mock_data)."""
+def _fake_prepared(data_dir, tfds_name, file_format="array_record", with_files=True):
+  """Marks a catalog dataset as prepared: its dataset_info.json with two splits of one shard
+  each, and (with_files) empty shard files; the records come from tfds.testing.mock_data."""
   path = catalog.builder_dir(tfds_name, str(data_dir))
   os.makedirs(path, exist_ok=True)
+  template = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+  splits = [{"name": s, "filepathTemplate": template, "shardLengths": ["10"]}
+            for s in ("train", "test")]
   with open(os.path.join(path, "dataset_info.json"), "w") as f:
-    json.dump({"fileFormat": file_format, "name": tfds_name}, f)
+    json.dump({"fileFormat": file_format, "name": tfds_name, "splits": splits}, f)
+  if with_files:
+    for s in ("train", "test"):
+      open(os.path.join(path, f"{tfds_name}-{s}.array_record-00000-of-00001"), "w").close()
+  return path
 
 
 @pytest.fixture
@@ -263,6 +271,25 @@ def test_epoch_batches_deterministic_resumable():
     np.testing.assert_array_equal(b1["image"], b2["image"])
 
 
+def test_batch_sizes_that_cannot_fill_an_epoch_are_named():
+  split = _toy_split(10)
+  # Before: an epoch of 10 examples has 0 batches of 16, so a stream without num_epochs spun.
+  with pytest.raises(ValueError, match="batch_size=16 exceeds the 10 examples"):
+    list(pipeline.batch_stream(split, 16, num_epochs=2))
+  for bad in (0, -1, 2.0):
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+      next(pipeline.epoch_batches(split, bad))
+  with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    pipeline.num_hessian_batches(256, 0)
+  with pytest.raises(ValueError, match="num_examples must be a positive int"):
+    pipeline.hessian_sample(split, jax.random.PRNGKey(0), num_examples=0, batch_size=2)
+  with pytest.raises(ValueError, match="batch_size must be a positive int"):
+    text.lm_num_steps_per_epoch(100, 0, 5)
+  with pytest.raises(ValueError, match="num_steps must be a positive int"):
+    list(text.lm_epoch_batches(np.arange(100), 4, 0))
+  assert pipeline.num_steps_per_epoch(split, 10) == 1
+
+
 def test_hessian_sample_shapes_freshness_and_fixed():
   split = _toy_split(2400, size=4)
   assert pipeline.num_hessian_batches(2250, 128) == 18  # the paper's N=2250: 2304 examples
@@ -355,6 +382,20 @@ def test_missing_catalog_dataset_raises_quickly(tmp_path, no_download):
     data.load_dataset("austen", source_dir=str(tmp_path))
 
 
+def test_dataset_info_without_data_files_is_named(tmp_path, no_download):
+  path = _fake_prepared(tmp_path, "cifar10", with_files=False)
+  with pytest.raises(data.DatasetNotFoundError,
+                     match="lacks data files: cifar10-train.array_record-00000-of-00001"):
+    data.load_dataset("cifar10", data_dir=str(tmp_path))
+  open(os.path.join(path, "cifar10-train.array_record-00000-of-00001"), "w").close()
+  with pytest.raises(data.DatasetNotFoundError, match=r"cifar10-test.array_record.*\(1 missing\)"):
+    catalog.check_prepared("cifar10", str(tmp_path))
+  with open(os.path.join(path, "dataset_info.json"), "w") as f:
+    json.dump({"fileFormat": "array_record", "name": "cifar10"}, f)
+  with pytest.raises(data.DatasetNotFoundError, match="records no splits"):
+    catalog.check_prepared("cifar10", str(tmp_path))
+
+
 def test_unknown_name_lists_valid_names():
   with pytest.raises(ValueError, match="cifar10, cifar100"):
     data.load_dataset("mnist_typo")
@@ -438,12 +479,14 @@ def test_austen_fixture_rda_and_lazyload(tmp_path, monkeypatch):
   np.testing.assert_array_equal(windows["targets"][:, :-1], windows["inputs"][:, 1:])
 
 
-def test_real_austen_if_present():
+def test_real_austen():
+  """The real corpus, which `make install` fetches when it can (a visible skip otherwise)."""
   try:
     austen_dir = text.find_austen_dir()
   except data.DatasetNotFoundError as e:
     assert "apt-get download r-cran-janeaustenr" in str(e)
-    return
+    pytest.skip(f"the Jane Austen corpus is not installed here ({e}); "
+                "run `python -m sharp_dirs.data fetch-austen` as root")
   novels = text.read_austen(austen_dir)
   assert sorted(novels) == sorted(text.AUSTEN_NOVELS)
   assert novels["prideprejudice"][0] == "PRIDE AND PREJUDICE"

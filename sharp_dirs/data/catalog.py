@@ -42,8 +42,9 @@ def _how_to_get(tfds_name: str, data_dir: str) -> str:
 def check_prepared(tfds_name: str, data_dir: Optional[str] = None) -> str:
   """Returns the prepared dataset's directory, or raises ``DatasetNotFoundError`` quickly.
 
-  Prepared means ``dataset_info.json`` of the code's version is present and records the
-  array_record file format (data sources cannot read tfrecord files).
+  Prepared means ``dataset_info.json`` of the code's version is present, records the
+  array_record file format (data sources cannot read tfrecord files) and its splits, and every
+  data file (shard) of those splits is there.
   """
   data_dir = paths.resolve_data_dir(data_dir)
   path = builder_dir(tfds_name, data_dir)
@@ -57,14 +58,43 @@ def check_prepared(tfds_name: str, data_dir: Optional[str] = None) -> str:
         f"tfds dataset '{tfds_name}' is not prepared in {path}{found}.\n"
         + _how_to_get(tfds_name, data_dir))
   with open(info_path, encoding="utf-8") as f:
-    file_format = json.load(f).get("fileFormat", "tfrecord")
+    info = json.load(f)
+  file_format = info.get("fileFormat", "tfrecord")
   if file_format != "array_record":
     raise paths.DatasetNotFoundError(
         f"tfds dataset '{tfds_name}' in {path} is stored as {file_format}; data sources need "
         f"array_record. Convert it (needs TensorFlow):\n  tfds convert_format "
         f"--dataset_version_dir={path} --out_file_format=array_record --out_dir={path}_ar\n"
         f"and replace {path} by {path}_ar, or rebuild it with --file_format=array_record.")
+  missing = missing_data_files(path, tfds_name, info)
+  if missing:
+    raise paths.DatasetNotFoundError(
+        f"tfds dataset '{tfds_name}' in {path} has its dataset_info.json but lacks data files: "
+        f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} ({len(missing)} missing). "
+        f"The copy or the preparation was incomplete; copy the whole directory again.\n"
+        + _how_to_get(tfds_name, data_dir))
   return path
+
+
+def missing_data_files(path: str, tfds_name: str, info: dict) -> list[str]:
+  """The array_record shards that ``info`` (dataset_info.json) lists but ``path`` lacks.
+
+  A dataset_info.json without splits lists nothing, so it counts as one missing file.
+  """
+  splits = info.get("splits") or []
+  if not splits:
+    return ["(dataset_info.json records no splits)"]
+  missing = []
+  for split in splits:
+    template = split.get("filepathTemplate", "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}")
+    num_shards = len(split.get("shardLengths") or [0])
+    for i in range(num_shards):
+      name = (template.replace("{DATASET}", tfds_name).replace("{SPLIT}", split["name"])
+              .replace("{FILEFORMAT}", "array_record")
+              .replace("{SHARD_X_OF_Y}", f"{i:05d}-of-{num_shards:05d}"))
+      if not os.path.isfile(os.path.join(path, name)):
+        missing.append(name)
+  return missing
 
 
 def data_source(tfds_name: str, split: str, data_dir: Optional[str] = None):

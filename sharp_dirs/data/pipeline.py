@@ -206,9 +206,24 @@ def load_dataset(name: str, *, data_dir: Optional[str] = None, data_seed: int = 
 # ----------------------------------------------------------------------------------------------
 # Epochs
 
+def _check_positive(value, name: str) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"{name} must be a positive int, got {value!r}.")
+
+
 def num_steps_per_epoch(split: Split, batch_size: int) -> int:
-  """⌊N / batch_size⌋: the last partial batch is dropped."""
-  return len(next(iter(split.values()))) // batch_size
+  """⌊N / batch_size⌋: the last partial batch is dropped.
+
+  Raises:
+    ValueError: batch_size is not a positive int, or larger than the N examples (an epoch
+      would have no batch, and ``batch_stream`` would loop forever).
+  """
+  _check_positive(batch_size, "batch_size")
+  n = len(next(iter(split.values())))
+  if batch_size > n:
+    raise ValueError(f"batch_size={batch_size} exceeds the {n} examples of the split: an epoch "
+                     f"would have no full batch. Use batch_size <= {n}.")
+  return n // batch_size
 
 
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
@@ -270,6 +285,8 @@ def batch_stream(split: Split, batch_size: int, *, seed: int = 0, start_epoch: i
 
 def num_hessian_batches(num_examples: int, batch_size: int) -> int:
   """⌈num_examples / batch_size⌉: the paper draws whole batches until it has ≥ N (2250 → 18)."""
+  _check_positive(num_examples, "num_examples")
+  _check_positive(batch_size, "batch_size")
   return -(-num_examples // batch_size)
 
 

@@ -390,6 +390,9 @@ def read_ptb(ptb_dir: Optional[str] = None) -> dict[str, list[str]]:
 
 def lm_num_steps_per_epoch(num_tokens: int, batch_size: int, num_steps: int) -> int:
   """(⌊num_tokens / batch_size⌋ − 1) // num_steps."""
+  for value, name in ((batch_size, "batch_size"), (num_steps, "num_steps")):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{name} must be a positive int, got {value!r}.")
   return max(0, (num_tokens // batch_size - 1) // num_steps)
 
 
