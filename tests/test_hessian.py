@@ -124,6 +124,96 @@ def test_gauss_newton_vector_product_matches_dense(x64):
   assert np.linalg.eigvalsh(gn).min() > -1e-12  # PSD for cross-entropy
 
 
+def test_default_guarded_tol_stop_matches_dense_eigh_and_counts_its_hvps(x64):
+  """tol with the default num_guard=2: the top 3 of the dense Hessian, fewer HVPs than the basis
+  allows, and num_matvecs is the number of HVPs actually run (each over every batch)."""
+  params, batches, loss_fn = mlp_problem(num_batches=3)
+  expected = np.linalg.eigvalsh(np.asarray(dense_hessian(loss_fn, params, batches)))[::-1][:3]
+  calls = []
+
+  def counted_loss(p, b):
+    jax.debug.callback(lambda: calls.append(1))
+    return loss_fn(p, b)
+
+  pairs = hessian.hessian_top_k(counted_loss, params, batches, jax.random.PRNGKey(0), k=3,
+                                num_lanczos_steps=43, tol=1e-6)
+  jax.effects_barrier()
+  np.testing.assert_allclose(pairs.eigvals, expected, rtol=1e-5)
+  assert np.all(pairs.residuals <= 1e-6 * np.abs(pairs.eigvals))
+  assert 3 + 2 <= int(pairs.num_matvecs) < 43
+  assert len(calls) == 3 * int(pairs.num_matvecs)  # one forward pass per batch per HVP
+
+
+def test_inside_a_users_jit_same_result_and_nan_instead_of_the_error():
+  params, batches, loss_fn = mlp_problem(dtype=jnp.float32)
+  key = jax.random.PRNGKey(0)
+  kwargs = dict(k=2, num_lanczos_steps=8, tol=1e-3)
+
+  @jax.jit
+  def user_step(p, b, scale):
+    return hessian.hessian_top_k(lambda q, c: scale * loss_fn(q, c), p, b, key, **kwargs)
+
+  outside = hessian.hessian_top_k(loss_fn, params, batches, key, **kwargs)
+  inside = user_step(params, batches, 1.0)
+  np.testing.assert_allclose(inside.eigvals, outside.eigvals, rtol=1e-5)
+  assert int(inside.num_matvecs) == int(outside.num_matvecs)
+  # Under jit the FloatingPointError cannot be raised: the eigenvalues are NaN instead.
+  assert np.all(np.isnan(user_step(params, batches, jnp.nan).eigvals))
+
+
+def test_compiled_temp_memory_does_not_grow_with_the_number_of_batches():
+  params, _, loss_fn = mlp_problem(dtype=jnp.float32)
+  solve = jax.jit(lambda p, b: hessian.hessian_top_k(loss_fn, p, b, jax.random.PRNGKey(0), k=2,
+                                                     num_lanczos_steps=6))
+
+  def temp_bytes(num_batches):
+    batches = {"x": jax.ShapeDtypeStruct((num_batches, 64, 4), jnp.float32),
+               "y": jax.ShapeDtypeStruct((num_batches, 64), jnp.int32)}
+    return solve.lower(params, batches).compile().memory_analysis().temp_size_in_bytes
+
+  two, twenty = temp_bytes(2), temp_bytes(20)
+  assert two > 0
+  assert twenty == two
+
+
+def test_bad_batches_are_named():
+  params, batches, loss_fn = mlp_problem(dtype=jnp.float32)
+  key = jax.random.PRNGKey(0)
+  solve = lambda b: hessian.hessian_top_k(loss_fn, params, b, key, k=1, num_lanczos_steps=4)
+  with pytest.raises(ValueError, match="no batch"):
+    solve(jax.tree.map(lambda x: x[:0], batches))
+  with pytest.raises(ValueError, match="batch_size 0"):
+    solve(jax.tree.map(lambda x: x[:, :0], batches))
+  with pytest.raises(ValueError, match=r"same num_batches \(axis 0\) and batch_size \(axis 1\)"):
+    solve({"x": batches["x"], "y": batches["y"][:, :5]})
+  with pytest.raises(ValueError, match=r"Leaf \['y'\] of batches has shape \(3,\)"):
+    solve({"x": batches["x"], "y": batches["y"][:, 0]})
+  with pytest.raises(ValueError, match="batches has no arrays"):
+    hessian.dataset_hvp(loss_fn, params, {})
+  assert hessian.check_batches(batches) == (3, 8)
+
+
+def test_bad_options_are_named():
+  params, batches, loss_fn = mlp_problem(dtype=jnp.float32)
+  key = jax.random.PRNGKey(0)
+  solve = lambda **kw: hessian.hessian_top_k(loss_fn, params, batches, key,
+                                             **{"k": 2, "num_lanczos_steps": 6, **kw})
+  with pytest.raises(TypeError, match="k must be a Python int"):
+    solve(k=2.0)
+  with pytest.raises(TypeError, match="num_steps must be a Python int"):
+    solve(num_lanczos_steps=6.0)
+  with pytest.raises(ValueError, match="num_guard must be at least 0"):
+    solve(tol=1e-3, num_guard=-1)
+  for tol in (0.0, -1.0, float("nan")):
+    with pytest.raises(ValueError, match="tol must be None or a finite number > 0"):
+      solve(tol=tol)
+  with pytest.raises(ValueError, match="which must be one of"):
+    solve(which="LM")
+  with pytest.raises(ValueError, match="floating-point scalar"):
+    hessian.hessian_top_k(lambda p, b: jnp.int32(1), params, batches, key, k=1,
+                          num_lanczos_steps=4)
+
+
 def test_bad_input_gets_named_errors():
   params, batches, loss_fn = mlp_problem(dtype=jnp.float32)
   key = jax.random.PRNGKey(0)

@@ -111,8 +111,13 @@ def test_matches_scipy_eigsh_on_the_same_operator(x64):
   np.testing.assert_allclose(pairs.eigvals, reference, atol=1e-8)
 
 
-def test_tol_stops_early_and_counts_matvecs(x64):
-  h, _ = matrix_with_spectrum(np.concatenate([[50.0, 20.0], np.linspace(0, 1, 38)]))
+@pytest.mark.parametrize("num_guard, distinct", [(2, 5), (0, 3)])
+def test_tol_stops_exactly_when_the_krylov_space_is_invariant(x64, num_guard, distinct):
+  """With d distinct eigenvalues the Krylov space of a generic v0 has dimension d: Ritz pairs
+  are exact at step d and not before, unless the watched k + num_guard pairs are converged
+  sooner. Watching d − 1 pairs of a d-dimensional space, the stop is at step d exactly."""
+  eigvals = np.concatenate([[50.0, 20.0, 5.0, 1.0][:distinct - 1], np.zeros(41 - distinct)])
+  h, _ = matrix_with_spectrum(eigvals)
   matvec, like = split_matvec(h)
   calls = []
 
@@ -120,12 +125,29 @@ def test_tol_stops_early_and_counts_matvecs(x64):
     jax.debug.callback(lambda: calls.append(1))
     return matvec(v)
 
-  pairs = krylov.top_k_eigenpairs(counting, _start(like), 2, 40, tol=1e-6)
+  k = distinct - 1 - num_guard
+  pairs = krylov.top_k_eigenpairs(counting, _start(like), k, 40, tol=1e-6, num_guard=num_guard)
   jax.effects_barrier()
-  assert 2 <= int(pairs.num_matvecs) < 40
-  assert len(calls) == int(pairs.num_matvecs)
-  np.testing.assert_allclose(pairs.eigvals, [50.0, 20.0], rtol=1e-6)
+  assert int(pairs.num_matvecs) == distinct
+  assert len(calls) == distinct
+  np.testing.assert_allclose(pairs.eigvals, eigvals[:k], rtol=1e-10)
   assert np.all(pairs.residuals <= 1e-6 * np.abs(pairs.eigvals))
+
+
+def test_tol_stop_on_outliers_needs_the_guard_pairs(x64):
+  """Two outliers over a bulk: without guards they converge in a few steps; guard pairs in the
+  bulk [0, 1] cost more, but never the whole basis."""
+  h, _ = matrix_with_spectrum(np.concatenate([[50.0, 20.0], np.linspace(0, 1, 38)]))
+  matvec, like = split_matvec(h)
+  bare = krylov.top_k_eigenpairs(matvec, _start(like), 2, 40, tol=1e-6, num_guard=0)
+  guarded = krylov.top_k_eigenpairs(matvec, _start(like), 2, 40, tol=1e-6)
+  # Kaniel–Paige: tan∠(u_1, K_m) ≤ tan∠(u_1, v0) / T_{m−1}(1 + 2γ), γ = (50 − 20)/(20 − 0);
+  # with tan∠(u_1, v0) ≈ √39 that is below 1e-6 (residual ≤ 1e-6·λ_1) for m ≥ 9, and λ_2
+  # (γ = 19) needs m ≥ 6; 3 steps are the fewest that can certify 2 pairs.
+  assert 3 <= int(bare.num_matvecs) <= 10
+  assert int(bare.num_matvecs) < int(guarded.num_matvecs) < 40
+  for pairs in (bare, guarded):
+    np.testing.assert_allclose(pairs.eigvals, [50.0, 20.0], rtol=1e-6)
 
 
 def test_warm_start_needs_fewer_matvecs_than_cold(x64):
@@ -159,8 +181,37 @@ def test_bad_arguments_are_named():
     krylov.top_k_eigenpairs(matvec, like, 5, 4)
   with pytest.raises(ValueError, match="exceeds the dimension"):
     krylov.lanczos(matvec, like, 11)
+  with pytest.raises(ValueError, match="num_steps must be at least 1"):
+    krylov.lanczos(matvec, like, 0)
+  with pytest.raises(ValueError, match="k must be at least 1"):
+    krylov.top_k_eigenpairs(matvec, like, 0, 4)
   with pytest.raises(ValueError, match="which must be one of"):
     krylov.top_k_eigenpairs(matvec, like, 1, 4, which="LM")
+  with pytest.raises(TypeError, match="k must be a Python int"):
+    krylov.top_k_eigenpairs(matvec, like, 2.0, 4)
+  with pytest.raises(TypeError, match="num_steps must be a Python int"):
+    krylov.top_k_eigenpairs(matvec, like, 2, 4.0)
+  with pytest.raises(TypeError, match="num_steps must be a Python int"):
+    krylov.lanczos(matvec, like, np.float64(4))
+  with pytest.raises(ValueError, match="num_guard must be at least 0"):
+    krylov.top_k_eigenpairs(matvec, like, 2, 4, tol=1e-3, num_guard=-1)
+  for tol in (0.0, -1e-3, float("nan"), float("inf"), np.ones(2)):
+    with pytest.raises(ValueError, match="tol must be None or a finite number > 0"):
+      krylov.top_k_eigenpairs(matvec, like, 2, 4, tol=tol)
+
+
+def test_non_finite_matvec_gives_nan_eigenpairs_not_plausible_numbers():
+  """The policy: a NaN/inf anywhere in the matvec makes every eigenvalue and residual NaN."""
+  d = jnp.linspace(0.0, 1.0, 10)
+  like = {"x": jnp.zeros(10)}
+  for bad in (jnp.nan, jnp.inf):
+    matvec = lambda v, bad=bad: {"x": d.at[7].set(bad) * v["x"]}  # noqa: E731
+    for tol in (None, 1e-3):
+      pairs = krylov.top_k_eigenpairs(matvec, _start(like), 2, 6, tol=tol)
+      assert np.all(np.isnan(pairs.eigvals)) and np.all(np.isnan(pairs.residuals))
+  # Finite matvecs keep finite results (the check does not fire on a breakdown's β = 0).
+  pairs = krylov.top_k_eigenpairs(lambda v: {"x": d * v["x"]}, _start(like), 2, 10)
+  np.testing.assert_allclose(pairs.eigvals, [1.0, d[8]], rtol=1e-5)
 
 
 def test_jitted_call_does_not_recompile(x64):

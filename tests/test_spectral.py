@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sharp_dirs import spectral
 from sharp_dirs import tree_math as tm
@@ -62,15 +63,61 @@ def test_slq_quadrature_is_exact_for_low_degree_moments(x64):
                              rtol=1e-10)
 
 
-def test_density_integrates_to_one_and_peaks_at_outliers(x64):
-  h, _ = matrix_with_spectrum(SPECTRUM)
+def _probes(key, like, num_draws):
+  """The unit probes spectral_density draws: normal_like of each split key, normalized."""
+  vs = [np.array(flat(tm.normal_like(k, like))) for k in jax.random.split(key, num_draws)]
+  return np.stack([v / np.linalg.norm(v) for v in vs])
+
+
+def test_density_is_the_exact_smoothed_density_and_outliers_carry_their_overlap(x64):
+  """With num_steps = n, SLQ is exact: nodes are the eigenvalues λ_i and weights the squared
+  overlaps (q_iᵀv̂)² of each probe, so φ(t) = mean_d Σ_i (q_iᵀv̂_d)² N(t; λ_i, σ²) exactly."""
+  h, q = matrix_with_spectrum(SPECTRUM)
   matvec, like = split_matvec(h)
-  density = spectral.spectral_density(matvec, like, jax.random.PRNGKey(4), num_draws=5,
-                                      num_steps=40)
-  # With num_steps = n every node is an exact eigenvalue of H.
-  np.testing.assert_allclose(np.sort(density.nodes[0]), np.sort(SPECTRUM), atol=1e-8)
-  grid = jnp.linspace(-10, 25, 3501)
-  phi = spectral.density_on_grid(density, grid)
-  np.testing.assert_allclose(jnp.sum(phi) * (grid[1] - grid[0]), 1.0, rtol=1e-3)
-  near = lambda t: phi[jnp.argmin(jnp.abs(grid - t))]
-  assert near(20.0) > 10 * near(12.0)
+  key = jax.random.PRNGKey(4)
+  density = spectral.spectral_density(matvec, like, key, num_draws=5, num_steps=40)
+  overlaps = (_probes(key, like, 5) @ q) ** 2  # [draws, n], column i ↔ SPECTRUM[i]
+  sigma = 0.25
+  grid = np.linspace(-10, 25, 3501)
+  phi = np.asarray(spectral.density_on_grid(density, jnp.asarray(grid), sigma))
+  kernel = np.exp(-0.5 * ((grid[:, None] - SPECTRUM[None]) / sigma) ** 2) / (
+      sigma * np.sqrt(2 * np.pi))
+  exact = np.mean(overlaps @ kernel.T, axis=0)
+  np.testing.assert_allclose(phi, exact, rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(np.sum(phi) * (grid[1] - grid[0]), 1.0, rtol=1e-6)
+  # The outlier at 20 is isolated: the mass within ±1 of it is its mean squared overlap.
+  near = np.abs(grid - 20.0) <= 1.0
+  np.testing.assert_allclose(np.sum(phi[near]) * (grid[1] - grid[0]), overlaps[:, 0].mean(),
+                             rtol=1e-4)
+
+
+def test_few_steps_already_resolve_the_outlier_node_and_weight(x64):
+  """Lanczos finds the isolated λ = 20 first: after 12 of 40 steps each draw's largest node is
+  20 and its Gauss weight is that probe's squared overlap with the eigenvector."""
+  h, q = matrix_with_spectrum(SPECTRUM)
+  matvec, like = split_matvec(h)
+  key = jax.random.PRNGKey(5)
+  density = spectral.spectral_density(matvec, like, key, num_draws=4, num_steps=12)
+  overlaps = (_probes(key, like, 4) @ q) ** 2
+  top = np.argmax(np.asarray(density.nodes), axis=1)
+  np.testing.assert_allclose(np.asarray(density.nodes)[np.arange(4), top], 20.0, rtol=1e-8)
+  np.testing.assert_allclose(np.asarray(density.weights)[np.arange(4), top], overlaps[:, 0],
+                             rtol=1e-6)
+
+
+def test_non_finite_matvec_gives_nan_estimates_and_bad_counts_are_named():
+  like = {"x": jnp.zeros(10)}
+  d = jnp.linspace(0.0, 1.0, 10).at[4].set(jnp.nan)
+  matvec = lambda v: {"x": d * v["x"]}  # noqa: E731
+  key = jax.random.PRNGKey(0)
+  assert np.isnan(spectral.hutchinson_trace(matvec, like, key, 3).value)
+  assert np.isnan(spectral.frobenius_norm(matvec, like, key, 3))
+  density = spectral.spectral_density(matvec, like, key, num_draws=2, num_steps=4)
+  assert np.all(np.isnan(density.nodes))
+  ok = lambda v: v  # noqa: E731
+  with pytest.raises(ValueError, match="num_samples must be at least 1"):
+    spectral.hutchinson_trace(ok, like, key, 0)
+  with pytest.raises(ValueError, match="num_draws must be at least 1"):
+    spectral.spectral_density(ok, like, key, num_draws=0, num_steps=4)
+  with pytest.raises(ValueError, match="exceeds the dimension"):
+    spectral.spectral_density(ok, like, key, num_draws=1, num_steps=11)
