@@ -17,6 +17,20 @@ def fast_compiles():
   jax.config.update("jax_disable_most_optimizations", before)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def compilation_cache(tmp_path_factory):
+  """A persistent compilation cache for the session: the engine's tests build the same programs
+  (same shapes) in fresh closures run after run, and compiling them is most of their time."""
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  before = [getattr(jax.config, n) for n in names]
+  for name, value in zip(names, (str(tmp_path_factory.mktemp("jax_cache")), 0.0, 0)):
+    jax.config.update(name, value)
+  yield
+  for name, value in zip(names, before):
+    jax.config.update(name, value)
+
+
 @pytest.fixture
 def x64():
   """Runs the test with float64 enabled (JAX's default float becomes float64)."""

@@ -115,7 +115,7 @@ def test_tracked_eigenvalues_match_a_dense_solve_on_the_same_sample(tmp_path):
   """λ_1..λ_k logged at step 0 equal the dense Hessian's on the tracker's own sample."""
   _, c = load_config("noise_grid")
   c = shrink(c, epochs=1)
-  c.model_kwargs = config_lib.ConfigDict({"hidden": (4,)})  # 3,190 parameters: a dense Hessian
+  c.model_kwargs = config_lib.ConfigDict({"hidden": (2,)})  # 1,600 parameters: a dense Hessian
   c.tracking.num_lanczos_steps = 30
   c.tracking.tol = 0.0
   train.train_and_evaluate(c, str(tmp_path))
