@@ -287,6 +287,7 @@ def cpu_scale(c: ConfigDict, *, num_epochs: int = 10) -> ConfigDict:
   """
   c.dataset = "fashion_mnist"
   c.model = "mlp"
+  c.model_kwargs = ConfigDict({"hidden": (256, 256)})  # --config.model_kwargs.hidden=(64,)
   c.num_train_examples = 10_000
   c.num_epochs = num_epochs
   c.tracking.num_examples = 1024

@@ -282,3 +282,64 @@ def test_every_config_module_builds_and_validates_each_variant():
       module.get_config("no_such_variant")
     if hasattr(module, "get_sweep"):
       assert module.get_sweep(None)
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_script(*args, timeout=600):
+  import subprocess
+  import sys
+  return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                        timeout=timeout, cwd=ROOT)
+
+
+TINY = ["--config.num_train_examples=256", "--config.batch_size=64", "--config.num_epochs=1",
+        "--config.model_kwargs.hidden=(8,)", "--config.tracking.num_examples=128",
+        "--config.tracking.batch_size=64", "--config.tracking.num_lanczos_steps=6",
+        "--config.tracking.k=2", "--config.tracking.zoom_epochs=0.0",
+        "--config.eval.num_train_examples=128", "--config.eval.max_examples=128",
+        "--config.eval.batch_size=64"]
+
+
+def test_sweep_prints_one_train_command_per_run_of_the_grid():
+  out = run_script("experiments/sweep.py", "--config=configs/nsgd.py:cpu", "--workdir=runs/x",
+                   "--sweep=nsgd.gamma=1,0.1", "--sweep=seed=0,1", "--print_only")
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.strip().splitlines()
+  assert len(lines) == 4
+  assert "--workdir=runs/x/nsgd.gamma=0.1,seed=1" in lines[3]
+  assert "--config.nsgd.gamma=0.1" in lines[3] and "--config.seed=1" in lines[3]
+  out = run_script("experiments/sweep.py", "--config=configs/noise_grid.py:cpu",
+                   "--workdir=runs/g", "--print_only")
+  assert len(out.stdout.strip().splitlines()) == 6  # the paper's η grid and S grid
+
+
+def test_train_script_rejects_a_bad_override_by_name(tmp_path):
+  out = run_script("experiments/train.py", "--config=configs/noise_grid.py:cpu",
+                   f"--workdir={tmp_path}", "--config.tracking.which=smallest")
+  assert out.returncode != 0
+  assert "config.tracking.which = 'smallest'" in out.stderr and "largest" in out.stderr
+
+
+def test_train_evaluate_scripts_end_to_end(tmp_path):
+  workdir = tmp_path / "run"
+  out = run_script("experiments/train.py", "--config=configs/noise_grid.py:cpu",
+                   f"--workdir={workdir}", *TINY, "--config.eval.max_examples=0",
+                   "--config.eval.batch_size=1000")  # whole test split, as evaluate.py
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert json.loads(out.stdout.strip().splitlines()[-1])["status"] == "finished"
+  out = run_script("experiments/evaluate.py", f"--workdir={workdir}", "--k=3",
+                   "--num_examples=128", "--num_probes=3")
+  assert out.returncode == 0, out.stderr[-3000:]
+  run = metrics_io.read_run(str(workdir))
+  for which in ("best", "last"):
+    result = json.load(open(workdir / f"evaluation_{which}.json"))
+    assert len(result["lambda"]) == 3 and result["lambda"][0] >= result["lambda"][2]
+    assert result["frobenius"] >= result["lambda"][0] > 0  # ‖H‖_F >= λ_max (to MC noise)
+    assert math.isfinite(result["frobenius_as_in_paper"])
+  last = json.load(open(workdir / "evaluation_last.json"))
+  _, logged = run.series("test/accuracy")
+  assert last["test/accuracy"] == pytest.approx(logged[-1], abs=1e-6)
+  _, dist = run.series("distance_from_init")
+  assert last["distance_from_init"] == pytest.approx(dist[-1], rel=1e-5)
