@@ -10,6 +10,11 @@ per-batch mean losses is the mean loss over all examples, and
 is the Hessian of the mean loss over all B·S examples. Batches are streamed with ``lax.scan``:
 memory does not grow with the number of batches. The batch axis (axis 1 of every leaf) may be
 sharded over devices; the same code then runs data-parallel.
+
+On the CPU backend every gradient differentiated here is first rewritten so that its
+convolutions are in the layout XLA's fast CPU kernels accept (``conv_layout``): XLA only does
+that for convolutions outside loops, and the HVPs here run inside ``scan``/``while_loop``.
+``canonical_convs=`` (None: on CPU only) sets it; the results are the same either way.
 """
 
 import functools
@@ -18,6 +23,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from sharp_dirs import conv_layout
 from sharp_dirs import krylov as lz
 from sharp_dirs import tree_math as tm
 from sharp_dirs.types import LossFn, PyTree
@@ -35,9 +41,15 @@ def check_scalar_loss(loss_fn: LossFn, params: PyTree, batch: PyTree) -> None:
     raise ValueError(f"loss_fn must return a floating-point scalar, got dtype {out.dtype}.")
 
 
-def hvp(loss_fn: LossFn, params: PyTree, batch: PyTree, v: PyTree) -> PyTree:
-  """∇²_θ loss_fn(θ, batch) · v at θ = params, by forward-over-reverse (jvp of grad)."""
-  return jax.jvp(lambda p: jax.grad(loss_fn)(p, batch), (params,), (v,))[1]
+def hvp(loss_fn: LossFn, params: PyTree, batch: PyTree, v: PyTree, *,
+        canonical_convs: Optional[bool] = None) -> PyTree:
+  """∇²_θ loss_fn(θ, batch) · v at θ = params, by forward-over-reverse (jvp of grad).
+
+  ``canonical_convs``: rewrite the gradient's convolutions for XLA's CPU kernels (None: when
+  the default backend is CPU; see ``conv_layout``); same values, fast inside loops.
+  """
+  grad_fn = conv_layout.grad(loss_fn, canonical_convs)
+  return jax.jvp(lambda p: grad_fn(p, batch), (params,), (v,))[1]
 
 
 def first_batch(batches: PyTree) -> PyTree:
@@ -94,13 +106,15 @@ def batch_mean(fn: Callable[[PyTree], PyTree], like: PyTree, batches: PyTree) ->
   return tm.scale(1.0 / num_batches(batches), total)
 
 
-def mean_grad(loss_fn: LossFn, params: PyTree, batches: PyTree) -> PyTree:
+def mean_grad(loss_fn: LossFn, params: PyTree, batches: PyTree, *,
+              canonical_convs: Optional[bool] = None) -> PyTree:
   """∇ of the mean loss over all stacked batches, one batch at a time (``lax.scan``)."""
-  return batch_mean(lambda batch: jax.grad(loss_fn)(params, batch), params, batches)
+  grad_fn = conv_layout.grad(loss_fn, canonical_convs)
+  return batch_mean(lambda batch: grad_fn(params, batch), params, batches)
 
 
-def dataset_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, *,
-                linearize: bool = False) -> Callable[[PyTree], PyTree]:
+def dataset_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, *, linearize: bool = False,
+                canonical_convs: Optional[bool] = None) -> Callable[[PyTree], PyTree]:
   """The matvec v ↦ H v for the Hessian of the mean loss over all stacked batches.
 
   Args:
@@ -113,25 +127,33 @@ def dataset_hvp(loss_fn: LossFn, params: PyTree, batches: PyTree, *,
       a gradient each, after a first pass of about 1.4×), at the price of storing the
       linearization's residuals for every batch (hundreds of MiB per batch of 128 images for
       a CNN): for many products on a few batches, as in Lanczos on a small Hessian sample.
+    canonical_convs: rewrite the gradient's convolutions into the layout of XLA's fast CPU
+      kernels, which XLA itself skips inside loops (None: when the default backend is CPU;
+      see ``conv_layout``). Same values; on CPU an ``nn.Conv`` model's HVP inside Lanczos
+      costs about a standalone HVP instead of ~10× one.
 
   Returns:
     A function of a pytree v shaped like params, returning (1/B) Σ_b ∇²L_b v in params' dtypes.
   """
   check_batches(batches)
   if linearize:
-    _, linear = jax.linearize(lambda p: mean_grad(loss_fn, p, batches), params)
+    _, linear = jax.linearize(
+        lambda p: mean_grad(loss_fn, p, batches, canonical_convs=canonical_convs), params)
     return lambda v: linear(tm.cast(v, params))
 
   def matvec(v):
     v = tm.cast(v, params)
-    return batch_mean(lambda batch: hvp(loss_fn, params, batch, v), v, batches)
+    return batch_mean(
+        lambda batch: hvp(loss_fn, params, batch, v, canonical_convs=canonical_convs), v,
+        batches)
 
   return matvec
 
 
 def gnvp(predict_fn: Callable[[PyTree, PyTree], jax.Array],
          output_loss_fn: Callable[[jax.Array, PyTree], jax.Array],
-         params: PyTree, batch: PyTree, v: PyTree) -> PyTree:
+         params: PyTree, batch: PyTree, v: PyTree, *,
+         canonical_convs: Optional[bool] = None) -> PyTree:
   """Gauss-Newton-vector product G v = Jᵀ H_out J v.
 
   Args:
@@ -139,31 +161,39 @@ def gnvp(predict_fn: Callable[[PyTree, PyTree], jax.Array],
     output_loss_fn: (z, batch) -> scalar loss of the outputs; H_out = ∇²_z of it (convex for
       cross-entropy and squared error, so G is positive semi-definite).
     params, batch, v: the point, the data and a vector shaped like params.
+    canonical_convs: as for ``hvp`` (the transposed Jacobian's convolutions).
   """
-  z, jv = jax.jvp(lambda p: predict_fn(p, batch), (params,), (v,))
-  h_jv = jax.jvp(lambda out: jax.grad(output_loss_fn)(out, batch), (z,), (jv,))[1]
-  _, vjp = jax.vjp(lambda p: predict_fn(p, batch), params)
-  return vjp(h_jv)[0]
+  def product(params, batch, v):
+    z, jv = jax.jvp(lambda p: predict_fn(p, batch), (params,), (v,))
+    h_jv = jax.jvp(lambda out: jax.grad(output_loss_fn)(out, batch), (z,), (jv,))[1]
+    _, vjp = jax.vjp(lambda p: predict_fn(p, batch), params)
+    return vjp(h_jv)[0]
+
+  if conv_layout.use_canonical_convs(canonical_convs):
+    product = conv_layout.canonicalize_convs(product)
+  return product(params, batch, v)
 
 
 @functools.partial(
     jax.jit, static_argnames=("loss_fn", "k", "num_lanczos_steps", "which", "tol", "num_guard",
-                              "exact_residuals", "linearize"))
+                              "exact_residuals", "linearize", "canonical_convs"))
 def _hessian_top_k(loss_fn, params, batches, key, init, *, k, num_lanczos_steps, which, tol,
-                   num_guard, exact_residuals, linearize):
+                   num_guard, exact_residuals, linearize, canonical_convs):
   if init is None:
     v0 = tm.normal_like(key, params)
   else:
     v0 = tm.cast(lz.warm_start_vector(init, key), params)
   return lz.top_k_eigenpairs(
-      dataset_hvp(loss_fn, params, batches, linearize=linearize), v0, k, num_lanczos_steps,
+      dataset_hvp(loss_fn, params, batches, linearize=linearize,
+                  canonical_convs=canonical_convs), v0, k, num_lanczos_steps,
       which=which, tol=tol, num_guard=num_guard, exact_residuals=exact_residuals)
 
 
 def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Array, *, k: int,
                   num_lanczos_steps: int, init: Optional[lz.Eigenpairs] = None,
                   which: str = "largest", tol: Optional[float] = None, num_guard: int = 2,
-                  exact_residuals: bool = False, linearize: bool = False) -> lz.Eigenpairs:
+                  exact_residuals: bool = False, linearize: bool = False,
+                  canonical_convs: Optional[bool] = None) -> lz.Eigenpairs:
   """Top-k eigenpairs of the Hessian of the mean loss over all examples in ``batches``.
 
   Jit-compiled; ``loss_fn`` is a static argument, so define it once (not a fresh lambda per
@@ -184,6 +214,9 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
     exact_residuals: spend k more HVPs for exact residual norms.
     linearize: reuse one linearization of the gradient for every HVP (faster per HVP, memory
       grows with the number of batches; see ``dataset_hvp``).
+    canonical_convs: rewrite the convolutions of the gradient into the layout of XLA's fast
+      CPU kernels, which XLA skips inside the Lanczos loop (None: when the default backend is
+      CPU; False keeps XLA's own; see ``conv_layout``). Same results.
 
   Returns:
     Eigenpairs(eigvals [k] descending, eigvecs leaves [k, *leaf.shape], residuals [k],
@@ -209,7 +242,8 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
   result = _hessian_top_k(loss_fn, params, batches, key, init, k=k,
                           num_lanczos_steps=num_lanczos_steps, which=which, tol=tol,
                           num_guard=num_guard, exact_residuals=exact_residuals,
-                          linearize=linearize)
+                          linearize=linearize,
+                          canonical_convs=conv_layout.use_canonical_convs(canonical_convs))
   if not isinstance(result.eigvals, jax.core.Tracer) and not bool(
       jnp.all(jnp.isfinite(result.eigvals))):
     raise FloatingPointError(

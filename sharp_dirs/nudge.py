@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sharp_dirs import conv_layout
 from sharp_dirs import krylov
 from sharp_dirs import tree_math as tm
 from sharp_dirs.types import PyTree
@@ -240,8 +241,12 @@ def _make_nudge(num_directions, *, gamma, rule, refresh_every, burnin_steps, num
     v0 = _start_vector(state.eigvecs, state.num_refreshes > 0, start_key, warm_start_noise,
                        params)
 
+    # On CPU the gradient's convolutions are made canonical first: XLA leaves them slow inside
+    # this lax.cond and the Lanczos loop (see sharp_dirs.conv_layout).
+    grad_fn = conv_layout.grad(obj_fn)
+
     def matvec(v):
-      return jax.jvp(jax.grad(obj_fn), (params,), (tm.cast(v, params),))[1]
+      return jax.jvp(grad_fn, (params,), (tm.cast(v, params),))[1]
 
     pairs = krylov.top_k_eigenpairs(matvec, v0, k, lanczos_steps(params), which=which, tol=tol)
     new = state._replace(

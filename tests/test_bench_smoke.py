@@ -1,0 +1,25 @@
+"""Smoke tests of the benchmark scripts: they run end to end at tiny sizes (numbers not read)."""
+
+import importlib.util
+import math
+import pathlib
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
+
+
+def load_script(name):
+  spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_bench_user_conv_quick(capsys):
+  """Every path of bench_user_conv.py on the MLP (the conv model's layouts are checked in
+  tests/test_conv_layout.py; its numbers are the benchmark's)."""
+  bench = load_script("bench_user_conv")
+  rows = bench.main(["--quick", "--models", "mlp", "--num-batches", "2"])
+  out = capsys.readouterr().out
+  assert "| mlp | hessian_top_k, default (CPU: canonical convs) |" in out
+  assert len(rows) == 1 + len(bench.PATHS)
+  assert all(math.isfinite(row[2]) and row[2] >= 0 for row in rows)
