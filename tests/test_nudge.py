@@ -223,6 +223,104 @@ def test_refresh_happens_exactly_every_refresh_every_steps_after_burnin():
     x = optax.apply_updates(x, 0.1 * u)
 
 
+def _counting_step(tx):
+  """Like _jit_step, and obj_fn records one host callback per evaluation (= per HVP)."""
+  calls = []
+
+  @jax.jit
+  def step(x, state, a):
+    def obj_fn(p):
+      jax.debug.callback(lambda: calls.append(1))
+      return 0.5 * p @ a @ p
+    return tx.update(a @ x, state, x, obj_fn=obj_fn)
+
+  def run(x, state, a):
+    before = len(calls)
+    out = step(x, state, a)
+    jax.effects_barrier()
+    return out, len(calls) - before
+
+  return run
+
+
+def test_no_hvp_between_refreshes_and_tol_stops_a_refresh_early():
+  # Four outliers over a bulk in [1, 10]: the 2 wanted and 2 guard pairs converge quickly.
+  a, _, _ = _quadratic(np.concatenate([[100.0, 80.0, 60.0, 50.0], np.linspace(10, 1, 26)]))
+  tx = sharp_dirs.scale_by_nudge(2, gamma=0.5, refresh_every=3, num_lanczos_steps=25, tol=1e-4)
+  step = _counting_step(tx)
+  x = jnp.asarray(np.random.default_rng(3).normal(size=30), jnp.float32)
+  state, spent = tx.init(x), []
+  for t in range(7):  # refreshes at counts 0, 3, 6
+    before = int(state.num_matvecs)
+    (u, state), hvps = step(x, state, jnp.asarray(a, jnp.float32))
+    assert hvps == int(state.num_matvecs) - before  # the state counts what actually ran
+    if t % 3:
+      assert hvps == 0
+    else:
+      spent.append(hvps)
+      np.testing.assert_allclose(state.eigvals, [100.0, 80.0], rtol=1e-4)
+      assert np.all(state.residuals <= 1e-4 * np.abs(state.eigvals))
+    x = optax.apply_updates(x, -0.001 * u)
+  assert len(spent) == 3 and all(3 <= n < 25 for n in spent)  # tol: never the full 25 steps
+
+
+def test_which_magnitude_nudges_a_large_negative_curvature():
+  """½xᵀAx with λ = −120 of largest magnitude: 'magnitude' tracks it, 'largest' does not."""
+  a, q, _ = _quadratic(np.concatenate([[-120.0], SPECTRUM[:29]]), seed=5)
+  a32 = jnp.asarray(a, jnp.float32)
+  x = jnp.asarray(np.random.default_rng(4).normal(size=30), jnp.float32)
+  g = np.asarray(a32 @ x, np.float64)
+  for which, want in (("magnitude", [100.0, -120.0]), ("largest", [100.0, 80.0])):
+    tx = sharp_dirs.scale_by_nudge(2, gamma=0.1, which=which, num_lanczos_steps=30)
+    u, state = _jit_step(tx)(x, tx.init(x), a32)
+    np.testing.assert_allclose(state.eigvals, want, rtol=1e-4)
+    negative = q[:, 0]  # the eigenvector of −120
+    scale = 0.1 if which == "magnitude" else 1.0
+    np.testing.assert_allclose(negative @ np.asarray(u), scale * (negative @ g), rtol=1e-3)
+
+
+def test_non_finite_refresh_keeps_the_previous_eigenpairs_and_counts_it():
+  """The NaN policy: a refresh on a NaN Hessian batch is rejected (previous eigenpairs kept,
+  num_failed_refreshes + 1) and the update stays finite."""
+  tx = sharp_dirs.scale_by_nudge(2, gamma=0.1, refresh_every=2, num_lanczos_steps=20)
+
+  @jax.jit
+  def step(x, state, hessian):  # finite gradients, Hessian batch loss given by `hessian`
+    return tx.update(A32 @ x, state, x, obj_fn=lambda p: 0.5 * p @ hessian @ p)
+
+  x = jnp.linspace(-1.0, 1.0, 30)
+  nan_a = A32.at[3, 3].set(jnp.nan)
+  # Count 0: a NaN Hessian before any success leaves no directions: the update is plain.
+  u, state = step(x, tx.init(x), nan_a)
+  assert int(state.num_failed_refreshes) == 1 and int(state.num_refreshes) == 0
+  np.testing.assert_array_equal(state.eigvals, 0.0)
+  np.testing.assert_allclose(u, A32 @ x, rtol=1e-6)
+  u, state = step(x, state, A32)  # count 1: no refresh due
+  u, state = step(x, state, A32)  # count 2: refresh
+  good = state
+  np.testing.assert_allclose(good.eigvals, [100.0, 80.0], rtol=1e-4)
+  u_good, _ = step(x, state._replace(count=jnp.int32(3)), A32)
+  u, state = step(x, state, A32)
+  u, state = step(x, state, nan_a)  # count 4: refresh on NaN, rejected
+  assert int(state.num_failed_refreshes) == 2 and int(state.num_refreshes) == 1
+  assert int(state.num_matvecs) == int(good.num_matvecs) + 20  # spent, and counted
+  np.testing.assert_array_equal(state.eigvals, good.eigvals)
+  jax.tree.map(np.testing.assert_array_equal, state.eigvecs, good.eigvecs)
+  assert np.all(np.isfinite(u))
+  np.testing.assert_allclose(u, u_good, rtol=1e-6)  # nudged along the kept directions
+  # Given eigenpairs that are not finite are rejected the same way.
+  pairs = _eigenpairs(_orthonormal(2, 23))
+  nan_pairs = pairs._replace(eigvals=pairs.eigvals.at[1].set(jnp.nan))
+  tx = sharp_dirs.scale_by_nudge(2, gamma=0.0)
+  grads = _unravel(RNG.normal(size=23))
+  _, state = tx.update(grads, tx.init(LIKE), eigenpairs=pairs)
+  u, state = tx.update(grads, state, eigenpairs=nan_pairs)
+  assert int(state.num_failed_refreshes) == 1
+  np.testing.assert_array_equal(state.eigvals, pairs.eigvals)
+  e = np.stack([_ravel(jax.tree.map(lambda v: v[i], pairs.eigvecs)) for i in range(2)])
+  np.testing.assert_allclose(_ravel(u), _ravel(grads) - e.T @ (e @ _ravel(grads)), atol=1e-5)
+
+
 # ---------------------------------------------------------------- momentum variants
 
 
@@ -386,10 +484,40 @@ def test_clear_errors():
     sharp_dirs.scale_by_nudge(2, rule="stability")
   with pytest.raises(TypeError, match="static_args"):
     optax.inject_hyperparams(sharp_dirs.nudged_sgd)(0.1, 2).init(LIKE)
+  with pytest.raises(TypeError, match="num_directions must be a Python int"):
+    sharp_dirs.scale_by_nudge(2.0)
+  with pytest.raises(TypeError, match="num_lanczos_steps must be a Python int"):
+    sharp_dirs.scale_by_nudge(2, num_lanczos_steps=10.0)
+  with pytest.raises(ValueError, match="num_directions must be at least 1"):
+    sharp_dirs.scale_by_nudge(0)
+  for bad in (10.0, 2.5, jnp.ones(2, jnp.int32), jnp.float32(10), "10"):
+    with pytest.raises(TypeError, match="refresh_every must be an int"):
+      sharp_dirs.scale_by_nudge(2, refresh_every=bad)
+  with pytest.raises(ValueError, match="refresh_every must be at least 1"):
+    sharp_dirs.scale_by_nudge(2, refresh_every=0)
+  with pytest.raises(ValueError, match="refresh_every must be at least 1"):
+    sharp_dirs.scale_by_nudge(2, refresh_every=jnp.int32(0))
+  with pytest.raises(ValueError, match="burnin_steps must be at least 0"):
+    sharp_dirs.nudged_sgd(0.1, 2, burnin_steps=-1)
+  with pytest.raises(TypeError, match="burnin_steps must be an int"):
+    sharp_dirs.nudged_sgd(0.1, 2, burnin_steps=1.5)
+  for tol in (0.0, -1e-3, float("nan")):
+    with pytest.raises(ValueError, match="tol must be None or a finite number > 0"):
+      sharp_dirs.nudged_sgd(0.1, 2, tol=tol)
+  with pytest.raises(ValueError, match="which must be one of"):
+    sharp_dirs.scale_by_nudge(2, which="LM")
+  with pytest.raises(ValueError, match="num_directions=30 exceeds the number of parameters"):
+    sharp_dirs.scale_by_nudge(30, rule="random").init(LIKE)
+  # Integer step counts as arrays are what optax.inject_hyperparams passes: accepted.
+  sharp_dirs.scale_by_nudge(2, refresh_every=jnp.int32(5), burnin_steps=np.int64(0))
 
 
 # ---------------------------------------------------------------- documentation
 
 
 def test_docstring_examples_run():
-  assert doctest.testmod(nudge, raise_on_error=False).failed == 0
+  import inspect  # pylint: disable=g-import-not-at-top
+  examples = inspect.getsource(nudge).count(">>> ")
+  result = doctest.testmod(nudge, raise_on_error=False)
+  assert examples >= 5 and result.attempted == examples
+  assert result.failed == 0
