@@ -1,5 +1,8 @@
 """Models: exact parameter counts, shapes, train/inference modes, L2, and the conv impls."""
 
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -38,13 +41,37 @@ def n_params(name, batch, **kw):
 
 # ---------------------------------------------------------------- parameter counts
 
-@pytest.mark.parametrize("name,shape,expected", [
-    ("simple_cnn_root", (32, 32, 3), 361_898),
-    ("simple_cnn_medium", (32, 32, 3), 2_399_518),
-    ("simple_cnn_medium", (28, 28, 1), 2_164_118),
-    ("resnet32", (32, 32, 3), 465_674),
+def simple_cnn_by_hand(features, k, shape):
+  """SimpleCNN's count from its layer list: same, valid, pool, same, valid, pool, dense 128."""
+  size, c = shape[0], shape[2]
+  for _ in range(2):
+    size = (size - k + 1) // 2  # 'same' keeps the size, 'valid' loses k − 1, then pool 2
+  return (conv_params(k, c, features) + conv_params(k, features, features)
+          + conv_params(k, features, 2 * features) + conv_params(k, 2 * features, 2 * features)
+          + dense_params(size * size * 2 * features, 128) + dense_params(128, 10))
+
+
+def resnet_by_hand(widths=(16, 32, 64), blocks=5, channels=3, classes=10):
+  """Pre-activation ResNet: first conv, two 3×3 convs per block, a 1×1 shortcut where the
+  width changes, the dense head on the pooled last width."""
+  total, cin = conv_params(3, channels, widths[0]), widths[0]
+  for width in widths:
+    for i in range(blocks):
+      total += conv_params(3, cin, width) + conv_params(3, width, width)
+      if i == 0 and cin != width:
+        total += conv_params(1, cin, width)
+      cin = width
+  return total + dense_params(widths[-1], classes)
+
+
+@pytest.mark.parametrize("name,shape,expected,paper", [
+    ("simple_cnn_root", (32, 32, 3), simple_cnn_by_hand(32, 3, (32, 32, 3)), 361_898),
+    ("simple_cnn_medium", (32, 32, 3), simple_cnn_by_hand(100, 5, (32, 32, 3)), 2_399_518),
+    ("simple_cnn_medium", (28, 28, 1), simple_cnn_by_hand(100, 5, (28, 28, 1)), 2_164_118),
+    ("resnet32", (32, 32, 3), resnet_by_hand(), 465_674),
 ])
-def test_paper_param_counts(name, shape, expected):
+def test_paper_param_counts(name, shape, expected, paper):
+  assert expected == paper  # the counts the paper and the released code report
   assert n_params(name, image_batch(1, *shape)) == (expected, 0)
 
 
@@ -63,7 +90,7 @@ def test_resnet32_bn_count_by_hand():
                  + (32 + 64) + 4 * 2 * 64        # stage 2
                  + 64)                           # post_bn
   assert n_params("resnet32_bn", image_batch(1, 32, 32, 3)) == (
-      465_674 + 2 * bn_channels, 2 * bn_channels)
+      resnet_by_hand() + 2 * bn_channels, 2 * bn_channels)
 
 
 def test_vgg11_count_by_hand():
@@ -87,6 +114,16 @@ def test_text_model_counts_by_hand():
   assert n_params("lstm_lm", lm_batch, vocab_size=10000) == (lm, 0)
   assert n_params("lstm_lm", lm_batch, vocab_size=50)[0] == (
       50 * 200 + 2 * lstm(200, 200) + dense_params(200, 50))
+
+
+def test_too_small_images_get_the_size_they_need():
+  small = image_batch(1, 28, 28, 1)
+  with pytest.raises(ValueError, match="ResNet needs images of at least 29×29 pixels, got 28×28"):
+    models.param_shapes(models.get_model("resnet32"), small)
+  with pytest.raises(ValueError, match="VGG needs images of at least 32×32 pixels, got 28×28"):
+    models.param_shapes(models.get_model("vgg11"), small)
+  # The fix the message names: pool_size=7 fits 28×28 (the head sees 7×7 → 1×1).
+  assert n_params("resnet32", small, pool_size=7)[0] == resnet_by_hand(channels=1)
 
 
 # ---------------------------------------------------------------- registry and shapes
@@ -234,6 +271,34 @@ def test_value_and_grad_of_train_loss_and_state():
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
+def test_labels_are_checked_and_out_of_range_gives_nan_under_jit():
+  logits = jnp.zeros((4, 3))
+  np.testing.assert_allclose(models.cross_entropy(logits, jnp.array([0, 1, 2, 2])), np.log(3),
+                             rtol=1e-6)
+  for labels in (jnp.array([0, 1, 2, 3]), jnp.array([-1, 0, 1, 2])):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+      models.cross_entropy(logits, labels)
+    # Under jit the range is not checked: the loss is NaN (optax alone wraps −1 to class 2).
+    assert np.isnan(jax.jit(models.cross_entropy)(logits, labels))
+  with pytest.raises(ValueError, match="labels must be integer class ids, got dtype float32"):
+    jax.jit(models.cross_entropy)(logits, jnp.zeros(4))
+  with pytest.raises(ValueError, match=r"expected labels of shape \(4,\)"):
+    models.cross_entropy(logits, jnp.zeros((4, 1), jnp.int32))
+  model, batch, params, state = small_setup()
+  loss_fn = models.make_loss_fn(model, state, train=False)
+  with pytest.raises(ValueError, match="labels must lie in"):
+    loss_fn(params, {**batch, "label": batch["label"] + 10})
+
+
+def test_import_sharp_dirs_does_not_load_flax_or_tfds():
+  code = ("import sys, sharp_dirs; "
+          "print(sorted(m for m in ('flax', 'tensorflow_datasets') if m in sys.modules)); "
+          "sharp_dirs.models.get_model; print('flax' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       check=True).stdout.split("\n")
+  assert out[:2] == ["[]", "True"]
+
+
 # ---------------------------------------------------------------- L2 and differentiability
 
 def test_l2_matches_closed_form_and_keras_exclusions():
@@ -281,6 +346,36 @@ def test_loss_fn_scalar_and_differentiable_against_finite_differences():
     directional = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v)))
     np.testing.assert_allclose(directional, fd, rtol=1e-6)
     assert abs(directional) > 1e-3
+
+
+@pytest.mark.parametrize("name,kw,shape", [
+    ("simple_cnn_root", dict(features=3, dense_features=8, use_bn=True, dropout=0.3),
+     (12, 12, 1)),
+    ("resnet32_bn", dict(blocks_per_stage=1, widths=(3, 4, 4), pool_size=2, dropout=0.3),
+     (8, 8, 2)),
+])
+def test_training_mode_gradient_matches_finite_differences(name, kw, shape):
+  """Training mode (batch statistics, dropout masks from rng): ∇L·v vs (L(θ+εv) − L(θ−εv))/2ε."""
+  with jax.enable_x64(True):
+    model = models.get_model(name, **kw)
+    batch = image_batch(6, *shape, dtype=jnp.float64)
+    params, state = models.init_model(model, key(1), batch)
+    params = jax.tree.map(lambda p: p.astype(jnp.float64) + 0.05, params)
+    state = jax.tree.map(lambda s: s.astype(jnp.float64), state)
+    loss_fn = jax.jit(models.make_loss_fn(model, state, train=True, rng=key(2), l2=1e-3))
+    assert loss_fn(params, batch) != jax.jit(models.make_loss_fn(model, state, train=False))(
+        params, batch)  # the mode matters here
+    g = jax.jit(jax.grad(loss_fn))(params, batch)
+    v = jax.tree.map(lambda p: jax.random.normal(key(3), p.shape, p.dtype), params)
+    eps = 1e-6
+    shift = lambda s: jax.tree.map(lambda p, d: p + s * d, params, v)  # noqa: E731
+    fd = (loss_fn(shift(eps), batch) - loss_fn(shift(-eps), batch)) / (2 * eps)
+    directional = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v)))
+    np.testing.assert_allclose(directional, fd, rtol=1e-6)
+    assert abs(directional) > 1e-3
+    bn_scale = [x for path, x in jax.tree_util.tree_flatten_with_path(g)[0]
+                if "scale" in jax.tree_util.keystr(path)]
+    assert bn_scale and all(np.any(x != 0) for x in bn_scale)  # BN parameters are trained
 
 
 # ---------------------------------------------------------------- conv implementations
