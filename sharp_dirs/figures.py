@@ -1,0 +1,976 @@
+"""The paper's figures and NSGD table, drawn from run directories (PAPER.md §4 F1–F7, §5).
+
+Every figure function takes ``metrics_io.Run`` objects (``metrics_io.read_run``) and returns a
+matplotlib ``Figure`` (object-oriented, no pyplot state; PNG/PDF go through the Agg and PDF
+canvases); ``save(fig, out_dir, name)`` writes ``name.png`` and ``name.pdf``. ``render`` draws
+a figure by name (the ``FIGURES`` registry) and saves it, as ``experiments/figures.py`` does.
+
+One place per thing: ``STYLE`` (sizes, colours, line styles), ``smooth`` (the moving average),
+``describe`` (the "model, data, scale" part of every title).
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import re
+from typing import Callable, Optional, Sequence
+
+import matplotlib
+from matplotlib import cm
+from matplotlib import colors as mcolors
+from matplotlib import lines as mlines
+from matplotlib import ticker
+from matplotlib.figure import Figure
+import numpy as np
+
+from sharp_dirs.metrics_io import Run
+
+LR, BS = "optimizer.learning_rate", "batch_size"
+LAMBDA_1, LAMBDA_2 = "hessian/lambda_1", "hessian/lambda_2"
+
+STYLE = {
+    "rc": {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
+           "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.titlesize": 12,
+           "lines.linewidth": 1.6, "axes.grid": True, "grid.alpha": 0.3},
+    "dpi": 150,
+    "panel": (4.8, 3.6),  # inches per panel
+    # F2/F5: least to most noisy (smallest η or largest S first); blue is the noisiest.
+    "noise_colors": ("red", "green", "blue"),
+    "lambda_styles": ("-", "-."),  # F2: λ_1 solid, λ_2 dash-dot
+    "multiplier_colors": {0.5: "blue", 1.0: "green", 2.0: "red"},  # F3: γ = 0.5, 1, 2
+    "eigen_cmap": "coolwarm_r",  # F1: λ_1..λ_10
+    "lambda_cmap": "coolwarm",  # F4: cross-sections coloured by λ_1
+    "series_cmap": "viridis",  # ordered families without a paper colour (γ, time)
+    "group_colors": "tab10",  # unordered families (NSGD/SGD rows)
+    "rescaling_colors": {"SGD (baseline)": "black", "only top": "tab:orange",
+                         "constant top": "tab:purple", "remove top": "tab:brown"},
+    "reference": {"color": "black", "linestyle": "--", "linewidth": 1.0},  # 0 lines, thresholds
+    "zoom_line": {"color": "0.3", "linestyle": "-", "linewidth": 1.0},
+    "scatter_alpha": 0.3,
+}
+
+MODEL_NAMES = {"mlp": "MLP", "simple_cnn_root": "SimpleCNN", "simple_cnn_medium":
+               "SimpleCNN (medium)", "resnet32": "ResNet-32", "resnet32_bn": "ResNet-BN-32",
+               "vgg11": "VGG-11", "imdb_cnn": "IMDB CNN", "imdb_lstm": "IMDB LSTM",
+               "lstm_lm": "LSTM LM"}
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
+                 "cifar100": "CIFAR-100", "imdb": "IMDB", "austen": "Jane Austen", "ptb": "PTB"}
+
+
+# ------------------------------------------------------------------------------------------
+# The shared helpers: smoothing, titles, labels, colours, saving.
+
+def smooth(values, window: int) -> np.ndarray:
+  """The paper's moving average ``np.convolve(v, ones(w), 'same') / w``, with sensible edges.
+
+  Interior points equal the paper's; at the edges (and around NaNs) the mean is over the
+  points inside the window instead of counting the missing ones as zeros.
+  """
+  v = np.asarray(values, np.float64)
+  if window <= 1 or v.size == 0:
+    return v.copy()
+  padded = np.concatenate([np.full(window, np.nan), v, np.full(window, np.nan)])
+  finite = np.isfinite(padded)
+  kernel = np.ones(window)
+  total = np.convolve(np.where(finite, padded, 0.0), kernel, "same")[window:-window]
+  count = np.convolve(finite.astype(np.float64), kernel, "same")[window:-window]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(count > 0, total / count, np.nan)
+
+
+def mean_std(stack, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(mean, std with ddof=1 (0 where one value), count) over ``axis``, ignoring NaNs."""
+  x = np.asarray(stack, np.float64)
+  finite = np.isfinite(x)
+  n = finite.sum(axis)
+  total = np.where(finite, x, 0.0).sum(axis)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean = np.where(n > 0, total / n, np.nan)
+    dev = np.where(finite, (x - np.expand_dims(mean, axis)) ** 2, 0.0).sum(axis)
+    std = np.where(n > 1, np.sqrt(dev / (n - 1)), 0.0)
+  return mean, std, n
+
+
+def _thousands(n: int) -> str:
+  return f"{n / 1000:g}k" if n >= 1000 else str(n)
+
+
+def describe(runs: Sequence[Run]) -> str:
+  """"MLP, Fashion-MNIST (10k), CPU scale": model, data (subset size) and scale of the runs.
+
+  CPU scale is ``sharp_dirs.config.cpu_scale``'s MLP; other models are the paper's.
+  """
+  parts = []
+  for run in runs:
+    model = run.config.get("model", "?")
+    data = DATASET_NAMES.get(run.config.get("dataset"), run.config.get("dataset", "?"))
+    n = run.config.get("num_train_examples") or 0
+    scale = "CPU scale" if model == "mlp" else "paper scale"
+    text = f"{MODEL_NAMES.get(model, model)}, {data}{f' ({_thousands(n)})' if n else ''}, {scale}"
+    if text not in parts:
+      parts.append(text)
+  return "; ".join(parts)
+
+
+def _title(fig: Figure, what: str, runs: Sequence[Run]) -> None:
+  fig.suptitle(f"{what}\n{describe(runs)}")
+
+
+def _num(value) -> str:
+  return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def _varying(runs: Sequence[Run], field: str) -> bool:
+  return len({repr(r.get(field)) for r in runs}) > 1
+
+
+def _fixed(runs: Sequence[Run], fields=((LR, "η"), (BS, "S"))) -> str:
+  """The hyperparameters shared by all runs, e.g. "η = 0.05, S = 128"."""
+  return ", ".join(f"{sym} = {_num(runs[0].get(f))}" for f, sym in fields
+                   if runs and not _varying(runs, f) and runs[0].get(f) is not None)
+
+
+def noise_colors(n: int) -> list:
+  """Colours of n settings ordered from least to most noisy: the paper's red/green/blue."""
+  base = STYLE["noise_colors"]
+  if n <= 3:  # the paper's three; fewer keep blue for the noisiest
+    return {0: [], 1: [base[2]], 2: [base[0], base[2]], 3: list(base)}[n]
+  cmap = mcolors.LinearSegmentedColormap.from_list("noise", base)
+  return [cmap(t) for t in np.linspace(0.0, 1.0, n)]
+
+
+def _noise_key(field: str):
+  """Sort key, least noisy first: ascending η, descending S."""
+  return (lambda v: v) if field == LR else (lambda v: -v)
+
+
+def _color_by(runs: Sequence[Run], field: str) -> dict:
+  """{value of field: colour}, the paper's noise colours (blue = largest η / smallest S)."""
+  values = sorted({r.get(field) for r in runs}, key=_noise_key(field))
+  return dict(zip(values, noise_colors(len(values))))
+
+
+def _epoch_label(run: Run) -> str:
+  size = run.config.get("epoch_size") or 0
+  if run.config.get("full_batch"):
+    return "epoch (one gradient-descent step)"
+  return f"epoch ({size:,} examples)" if size else "epoch"
+
+
+def _epochs_by_step(run: Run) -> dict:
+  return {int(r["step"]): float(r["epoch"]) for r in run.rows if "epoch" in r}
+
+
+def _require(run: Run, key: str, why: str) -> None:
+  if not run.has(key):
+    raise ValueError(f"run {run.workdir} logged no {key!r}: {why}")
+
+
+def _figure(ncols: int, nrows: int = 1, *, sharey: bool = False, width: float = 1.0):
+  """A constrained-layout Figure and its axes (flat list)."""
+  w, h = STYLE["panel"]
+  fig = Figure(figsize=(w * ncols * width, h * nrows), dpi=STYLE["dpi"], layout="constrained")
+  axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
+  return fig, list(axes.ravel())
+
+
+def _styled(fn):
+  """Draws under STYLE["rc"] (matplotlib reads rc parameters when artists are created)."""
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    with matplotlib.rc_context(STYLE["rc"]):
+      return fn(*args, **kwargs)
+  return wrapper
+
+
+def save(fig: Figure, out_dir: str, name: str) -> list[str]:
+  """Writes ``out_dir/name.png`` and ``out_dir/name.pdf``; returns their paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("png", "pdf")]
+  with matplotlib.rc_context(STYLE["rc"]):
+    fig.savefig(paths[0], dpi=STYLE["dpi"])
+    engine = fig.get_layout_engine()
+    fig.set_layout_engine("none")  # the first save laid it out: keep it (half the cost)
+    fig.savefig(paths[1], dpi=STYLE["dpi"])
+    fig.set_layout_engine(engine)
+  return paths
+
+
+# ------------------------------------------------------------------------------------------
+# F1: the general shape of the top-10 eigenvalues.
+
+@_styled
+def general_shape(run: Run, k: int = 10) -> Figure:
+  """λ_1..λ_k vs epoch (coolwarm_r), the dense early zoom on [0, zoom end], accuracies."""
+  keys = [f"hessian/lambda_{i}" for i in range(1, k + 1) if run.has(f"hessian/lambda_{i}")]
+  if not keys:
+    raise ValueError(f"run {run.workdir} logged no hessian/lambda_i: enable tracking.")
+  zoom = float(run.get("tracking.zoom_epochs", 0) or 0)
+  fig, axes = _figure(3 if zoom > 0 else 2)
+  cmap = matplotlib.colormaps[STYLE["eigen_cmap"]]
+  colors = [cmap(i / max(len(keys) - 1, 1)) for i in range(len(keys))]
+  panels = [(axes[0], None)] + ([(axes[1], zoom)] if zoom > 0 else [])
+  for ax, end in panels:
+    for i, (key, color) in enumerate(zip(keys, colors)):
+      x, y = run.series(key, "epoch")
+      if end is not None:
+        x, y = x[x <= end + 1e-9], y[x <= end + 1e-9]
+      ax.plot(x, y, color=color, label=rf"$\lambda_{{{i + 1}}}$",
+              gid=f"{'zoom' if end else 'full'}/{key}")
+    ax.set_xlabel(_epoch_label(run))
+    ax.set_ylabel(r"Hessian eigenvalue $\lambda_i$")
+  axes[0].set_title(f"top-{len(keys)} eigenvalues ({_fixed([run])})")
+  axes[0].legend(ncol=2, title="largest → smaller")
+  if zoom > 0:
+    every = run.get("tracking.zoom_every_examples")
+    axes[1].set_xlim(0, zoom)
+    axes[1].set_title(f"zoom: first {zoom:g} epoch, every {every} examples")
+  ax = axes[-1]
+  for split, style in (("train", "-"), ("valid", "--")):
+    x, y = run.series(f"{split}/accuracy", "epoch")
+    ax.plot(x, 100 * y, style, color="black", label=split, gid=f"{split}/accuracy")
+  ax.set_xlabel(_epoch_label(run))
+  ax.set_ylabel("accuracy (%)")
+  ax.set_title("train / validation accuracy")
+  ax.legend()
+  _title(fig, "Top of the Hessian spectrum along training", [run])
+  return fig
+
+
+# ------------------------------------------------------------------------------------------
+# F2: λ_1 and λ_2 for different η and S, the noise grid.
+
+def _zoom_end(runs: Sequence[Run]) -> float:
+  return max(float(r.get("tracking.zoom_epochs", 0) or 0) for r in runs)
+
+
+def smoothed_curve(run: Run, key: str, window: int = 5,
+                   zoom_end: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
+  """(epochs, smoothed values) of ``key``; the zoom (epoch < zoom_end) and the per-epoch part
+  are smoothed separately, as the paper's two runs were."""
+  zoom_end = _zoom_end([run]) if zoom_end is None else zoom_end
+  x, y = run.series(key, "epoch")
+  if zoom_end <= 0:
+    return x, smooth(y, window)
+  early = x < zoom_end
+  return x, np.concatenate([smooth(y[early], window), smooth(y[~early], window)])
+
+
+def peak_lambda_max(run: Run, window: int = 5) -> float:
+  """The peak of λ_1 smoothed as the paper (``smoothed_curve``); NaN when none is finite."""
+  _, y = smoothed_curve(run, LAMBDA_1, window)
+  return float(np.nanmax(y)) if np.isfinite(y).any() else math.nan
+
+
+def merged_epoch(epoch, zoom_end: float, last_epoch: float) -> np.ndarray:
+  """The paper's merged axis: epochs [0, zoom_end) on [0, 1], [zoom_end, last] on [1, 2]."""
+  epoch = np.asarray(epoch, np.float64)
+  late = 1.0 + (epoch - zoom_end) / max(last_epoch - zoom_end, 1e-12)
+  return np.where(epoch < zoom_end, epoch / zoom_end, late)
+
+
+def _merged_ticks(ax, zoom_end: float, last_epoch: float) -> None:
+  early = [t for t in ticker.MaxNLocator(3).tick_values(0, zoom_end) if 0 <= t < zoom_end * 0.8]
+  late = [t for t in ticker.MaxNLocator(4, integer=True).tick_values(zoom_end, last_epoch)
+          if zoom_end + 0.1 * (last_epoch - zoom_end) <= t <= last_epoch]
+  ticks = early + [zoom_end] + late
+  ax.set_xticks(merged_epoch(ticks, zoom_end, last_epoch), [f"{t:g}" for t in ticks])
+
+
+def noise_panels(runs: Sequence[Run]) -> list[tuple[str, list]]:
+  """[(field, runs)]: the η grid and/or the S grid in ``runs`` (the field that varies).
+
+  When both vary (a whole noise-grid sweep), the η panel holds the runs at the batch size
+  shared by the most learning rates and the S panel those at the most shared learning rate.
+  """
+  runs = list(runs)
+  panels = []
+  for field, other in ((LR, BS), (BS, LR)):
+    if not _varying(runs, field):
+      continue
+    if not _varying(runs, other):
+      return [(field, runs)]
+    counts = {}
+    for r in runs:
+      counts.setdefault(r.get(other), set()).add(r.get(field))
+    anchor = max(counts, key=lambda v: len(counts[v]))
+    group = [r for r in runs if r.get(other) == anchor]
+    if _varying(group, field):
+      panels.append((field, group))
+  return panels or [(LR, runs)]
+
+
+@_styled
+def noise_grid(runs: Sequence[Run], window: int = 5) -> Figure:
+  """λ_1 (solid) and λ_2 (dash-dot) vs epoch, log y, one panel per varying η or S.
+
+  Smoothed with ``smoothed_curve``; the dense zoom drawn on [0, 1] and the per-epoch part on
+  [1, 2], a vertical line at x = 1, ticks labelled in epochs (PAPER.md F2).
+  """
+  for run in runs:
+    _require(run, LAMBDA_1, "enable tracking.")
+  panels = noise_panels(runs)
+  zoom_end = _zoom_end(runs)
+  last = max(float(np.max(r.series(LAMBDA_1, "epoch")[0])) for r in runs)
+  fig, axes = _figure(len(panels))
+  for ax, (field, group) in zip(axes, panels):
+    colors = _color_by(group, field)
+    symbol = "η" if field == LR else "S"
+    labelled = set()
+    for run in sorted(group, key=lambda r: _noise_key(field)(r.get(field))):
+      value = run.get(field)
+      for key, style in zip((LAMBDA_1, LAMBDA_2), STYLE["lambda_styles"]):
+        if not run.has(key):
+          continue
+        x, y = smoothed_curve(run, key, window, zoom_end)
+        if zoom_end > 0:
+          x = merged_epoch(x, zoom_end, last)
+        label = f"{symbol} = {_num(value)}" if key == LAMBDA_1 and value not in labelled else None
+        labelled.add(value)
+        ax.plot(x, y, style, color=colors[value], label=label, gid=f"{run.name}/{key}")
+    ax.set_yscale("log")
+    if zoom_end > 0:
+      ax.axvline(1.0, gid="zoom_boundary", **STYLE["zoom_line"])
+      _merged_ticks(ax, zoom_end, last)
+      ax.set_xlabel(f"epoch (the first {zoom_end:g} zoomed, left of the line)")
+    else:
+      ax.set_xlabel(_epoch_label(group[0]))
+    ax.set_ylabel(r"Hessian eigenvalue $\lambda$ (log scale)")
+    values = "/".join(_num(v) for v in colors)
+    fixed = _fixed(group, ((BS, "S"),) if field == LR else ((LR, "η"),))
+    ax.set_title(f"{symbol}: {values}" + (f" ({fixed})" if fixed else ""))
+    styles = [mlines.Line2D([], [], color="black", linestyle=s, label=l)
+              for s, l in zip(STYLE["lambda_styles"], (r"$\lambda_1$", r"$\lambda_2$"))]
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + styles)
+  _title(fig, rf"$\lambda_1$, $\lambda_2$ along training (smoothed over {window})", runs)
+  return fig
+
+
+# ------------------------------------------------------------------------------------------
+# F3: loss change after a step only along e_i.
+
+def _multiplier_color(m: float, multipliers: Sequence[float]):
+  fixed = STYLE["multiplier_colors"]
+  if m in fixed:
+    return fixed[m]
+  cmap = matplotlib.colormaps[STYLE["series_cmap"]]
+  return cmap(list(multipliers).index(m) / max(len(multipliers) - 1, 1))
+
+
+def _row_title(row: str) -> str:
+  if row == "full_step":
+    return "none (the full SGD step)"
+  if row == "random":
+    return "a random direction"
+  return rf"along $e_{{{row[1:]}}}$ only"
+
+
+@_styled
+def step_loss_change(run: Run, rows: Sequence[str] = ("e1", "e2", "e3", "e4", "full_step"),
+                     multipliers: Sequence[float] = (0.5, 1.0, 2.0),
+                     ylim: Optional[tuple] = None) -> Figure:
+  """ΔLoss (%) after a step of γ·η along e_i only (panels e_1..e_4 and the full step)."""
+  key = lambda row, m: f"step_loss_change/{row}/x{m:g}"
+  present = [row for row in rows if any(run.has(key(row, m)) for m in multipliers)]
+  if not present:
+    raise ValueError(f"run {run.workdir} logged no step_loss_change/...: enable "
+                     "analyses.step_loss_change (configs/sharp_analysis.py).")
+  fig, axes = _figure(len(present), sharey=True, width=0.8)
+  for ax, row in zip(axes, present):
+    for m in multipliers:
+      if run.has(key(row, m)):
+        x, y = run.series(key(row, m), "epoch")
+        ax.plot(x, y, "o-", markersize=3, color=_multiplier_color(m, multipliers),
+                label=f"γ = {m:g}", gid=key(row, m))
+    ax.axhline(0.0, gid="zero", **STYLE["reference"])
+    ax.set_title(_row_title(row))
+    ax.set_xlabel(_epoch_label(run))
+    if ylim is not None:
+      ax.set_ylim(*ylim)
+  axes[0].set_ylabel("ΔLoss (%) after a step of γ·η")
+  axes[0].legend(title="step multiplier")
+  _title(fig, f"Loss change of an SGD step along the sharpest directions ({_fixed([run])})",
+         [run])
+  return fig
+
+
+# ------------------------------------------------------------------------------------------
+# F4: loss cross-sections along e_1, e_3, e_5.
+
+@_styled
+def cross_sections(run: Run, directions: Sequence[int] = (0, 2, 4),
+                   max_offset: float = 8.0) -> Figure:
+  """Loss along e_i in SGD step lengths, one curve per evaluation coloured by λ_1.
+
+  ``directions`` are 0-based eigen indices; offsets are clipped to |k| <= max_offset and the
+  loss at the training loss's maximum over the run (the loss at offset 0), as the paper.
+  """
+  entries = run.arrays("cross_section")
+  if not entries:
+    raise ValueError(f"run {run.workdir} has no arrays/cross_section: enable "
+                     "analyses.cross_section (configs/sharp_analysis.py).")
+  available = [int(d) for d in entries[0][1]["directions"]]
+  dirs = [d for d in directions if d in available] or available
+  steps, lam = run.series(LAMBDA_1)
+  lam1 = dict(zip(steps.astype(int).tolist(), lam.tolist()))
+  values = np.array([lam1.get(step, np.nan) for step, _ in entries])
+  zero = [int(np.argmin(np.abs(a["offsets"]))) for _, a in entries]
+  cap = float(np.nanmax([np.nanmax(a["losses"][:, z]) for (_, a), z in zip(entries, zero)]))
+  finite = values[np.isfinite(values)]
+  lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+  norm = mcolors.Normalize(lo, hi if hi > lo else lo + 1.0)
+  cmap = matplotlib.colormaps[STYLE["lambda_cmap"]]
+  epochs = _epochs_by_step(run)
+  fig, axes = _figure(len(dirs), sharey=True, width=0.85)
+  for ax, d in zip(axes, dirs):
+    for j, ((step, a), value) in enumerate(zip(entries, values)):
+      row = [int(v) for v in a["directions"]].index(d)
+      offsets = np.asarray(a["offsets"], np.float64)
+      keep = np.abs(offsets) <= max_offset
+      label = (f"epoch {epochs.get(step, math.nan):g}" if j in (0, len(entries) - 1)
+               else None)
+      ax.plot(offsets[keep], np.minimum(a["losses"][row][keep], cap),
+              color=cmap(norm(value)) if np.isfinite(value) else "0.5", linewidth=1.0,
+              label=label, gid=f"{step}/e{d + 1}")
+    ax.set_title(rf"along $e_{{{d + 1}}}$")
+    ax.set_xlabel(r"offset along $e_i$ (SGD step lengths $\eta\,E|g_B\cdot e_i|$)")
+    ax.legend()
+  n = run.get("analyses.cross_section.num_examples")
+  axes[0].set_ylabel(f"training loss (first {n:,} examples)")
+  fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes,
+               label=r"$\lambda_1$ at the evaluation")
+  _title(fig, f"Loss cross-sections along the top eigenvectors ({_fixed([run])})", [run])
+  return fig
+
+
+# ------------------------------------------------------------------------------------------
+# F5: alignment of minibatch gradients with the top eigenvectors.
+
+def alignment_curve(run: Run, window: int = 10):
+  """(train accuracy % at each alignment evaluation, mean |cos|, its moving average)."""
+  steps, cos = run.series("alignment/mean_abs_cos")
+  acc_steps, acc = run.series("train/accuracy")
+  if not acc_steps.size:
+    raise ValueError(f"run {run.workdir} logged no train/accuracy.")
+  return 100 * np.interp(steps, acc_steps, acc), cos, smooth(cos, window)
+
+
+@_styled
+def alignment(runs: Sequence[Run], window: int = 10) -> Figure:
+  """Mean over i of mean |cos(g_B, e_i)| vs training accuracy, coloured by η, with the
+  random-vector baseline (PAPER.md F5)."""
+  for run in runs:
+    _require(run, "alignment/mean_abs_cos", "enable analyses.alignment (configs/alignment.py).")
+  fig, axes = _figure(1, width=1.3)
+  ax = axes[0]
+  colors = _color_by(runs, LR)
+  for run in sorted(runs, key=lambda r: r.get(LR)):
+    x, y, y_smooth = alignment_curve(run, window)
+    color = colors[run.get(LR)]
+    ax.scatter(x, y, s=10, color=color, alpha=STYLE["scatter_alpha"], gid=f"{run.name}/points")
+    ax.plot(x, y_smooth, color=color, label=f"η = {_num(run.get(LR))}", gid=f"{run.name}/mean")
+  baseline = np.concatenate([r.series("alignment/random_baseline")[1] for r in runs])
+  if baseline.size:
+    ax.axhline(float(np.nanmean(baseline)), gid="random_baseline",
+               label=f"random vector ({np.nanmean(baseline):.2g})", **STYLE["reference"])
+  k = runs[0].get("tracking.k")
+  ax.set_xlabel("training accuracy (%)")
+  ax.set_ylabel(rf"mean over $i\leq{k}$ of mean $|\cos(g_B, e_i)|$")
+  ax.set_ylim(bottom=0)
+  ax.legend()
+  fixed = _fixed(runs, ((BS, "S"),))
+  ax.set_title(f"moving average over {window} evaluations" + (f", {fixed}" if fixed else ""))
+  _title(fig, "Minibatch gradients along the top eigenvectors", runs)
+  return fig
+
+
+# ------------------------------------------------------------------------------------------
+# F6: the step-rescaling ablation.
+
+def rescaling_label(run: Run) -> str:
+  """The ablation's legend: SGD (baseline), only top, constant top, remove top, γ = ..."""
+  if run.get("optimizer.name") != "nsgd":
+    return "SGD (baseline)"
+  rule = run.get("nsgd.rule")
+  if rule == "only_top":
+    return "constant top" if run.get("nsgd.freeze_directions") else "only top"
+  if rule == "remove":
+    return "remove top"
+  if rule == "constant":
+    return f"γ = {_num(run.get('nsgd.gamma'))}"
+  return f"NSGD {rule}"
+
+
+def _rescaling_order(run: Run) -> tuple:
+  label = rescaling_label(run)
+  order = list(STYLE["rescaling_colors"])
+  return (0, order.index(label), 0.0) if label in order else (1, 0, run.get("nsgd.gamma", 0.0))
+
+
+@_styled
+def rescaling(runs: Sequence[Run]) -> Figure:
+  """λ_1 and the training loss vs iteration for each variant of the ablation (PAPER.md F6)."""
+  for run in runs:
+    _require(run, LAMBDA_1, "enable tracking (configs/rescaling.py tracks every step).")
+  runs = sorted(runs, key=_rescaling_order)
+  gammas = sorted({r.get("nsgd.gamma") for r in runs
+                   if rescaling_label(r) not in STYLE["rescaling_colors"]})
+  cmap = matplotlib.colormaps[STYLE["series_cmap"]]
+  fig, axes = _figure(2)
+  for run in runs:
+    label = rescaling_label(run)
+    color = STYLE["rescaling_colors"].get(label) or cmap(
+        0.9 * gammas.index(run.get("nsgd.gamma")) / max(len(gammas) - 1, 1))
+    for ax, key in zip(axes, (LAMBDA_1, "train/loss")):
+      x, y = run.series(key)
+      ax.plot(x, y, color=color, label=label, gid=f"{label}/{key}")
+  n = runs[0].get("eval.num_train_examples")
+  for ax, ylabel in zip(axes, (r"$\lambda_1$", f"training loss (first {n:,} examples)")):
+    ax.set_xlabel("iteration (from the checkpoint)")
+    ax.set_ylabel(ylabel)
+  axes[0].set_title(r"$\lambda_1$ (Lanczos every iteration)")
+  axes[1].set_title("training loss")
+  axes[0].legend()
+  _title(fig, f"Rescaling the step along $e_1$ ({_fixed(runs)})", runs)
+  return fig
+
+
+# ------------------------------------------------------------------------------------------
+# F7 and the table: Nudged SGD.
+
+def _read_json(run: Run, name: str) -> Optional[dict]:
+  path = os.path.join(run.workdir, name)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _at_or_before(run: Run, key: str, step: float) -> float:
+  """The value of ``key`` logged last at or before ``step`` (the first one if none)."""
+  x, y = run.series(key)
+  if not x.size:
+    return math.nan
+  before = y[x <= step]
+  return float(before[-1] if before.size else y[0])
+
+
+def last_epoch(run: Run) -> float:
+  x, _ = run.series("valid/accuracy", "epoch")
+  return float(x[-1]) if x.size else math.nan
+
+
+def run_summary(run: Run, val_epoch: float) -> dict:
+  """The NSGD table's quantities of one run.
+
+  From ``evaluation_best.json`` / ``evaluation_last.json`` (experiments/evaluate.py) when
+  present, else from the logs: the best-validation evaluation is the first with the highest
+  valid/accuracy (the best checkpoint's), ‖H‖_F is the logged ``hessian/frobenius_as_in_paper``
+  at or before it (best) and the last one (final). ``*_logged`` say which.
+  """
+  steps, valid = run.series("valid/accuracy")
+  if not steps.size:
+    raise ValueError(f"run {run.workdir} has no evaluation rows (valid/accuracy).")
+  best_step = steps[int(np.nanargmax(valid))]
+  best, last = _read_json(run, "evaluation_best.json"), _read_json(run, "evaluation_last.json")
+  fro = "hessian/frobenius_as_in_paper"
+  epochs, valid_by_epoch = run.series("valid/accuracy", "epoch")
+  before = valid_by_epoch[epochs <= val_epoch + 1e-9]
+  _, losses = run.series("train/loss")
+  out = {
+      "fro_best": best["frobenius_as_in_paper"] if best else _at_or_before(run, fro, best_step),
+      "fro_final": last["frobenius_as_in_paper"] if last else (
+          float(run.series(fro)[1][-1]) if run.has(fro) else math.nan),
+      "fro_logged": not (best and last),
+      "test_accuracy": 100 * (best["test/accuracy"] if best else _at_or_before(
+          run, "test/accuracy", best_step)),
+      "distance": best["distance_from_init"] if best else _at_or_before(
+          run, "distance_from_init", best_step),
+      "lambda_best": best["lambda"][0] if best else _at_or_before(run, LAMBDA_1, best_step),
+      "best_logged": not best,
+      "val_accuracy": 100 * float(before[-1]) if before.size else math.nan,
+      "train_loss": last["train/loss"] if last else (
+          float(losses[-1]) if losses.size else math.nan),
+  }
+  return {k: float(v) if not isinstance(v, bool) else v for k, v in out.items()}
+
+
+def nsgd_label(run: Run, runs: Sequence[Run]) -> str:
+  """"γ = 0.01" (with K, η, S, m when they vary among the NSGD runs) or "SGD(η = 0.1)"."""
+  if run.get("optimizer.name") != "nsgd":
+    return f"SGD(η = {_num(run.get(LR))})"
+  nsgd = [r for r in runs if r.get("optimizer.name") == "nsgd"]
+  extra = [f"{sym} = {_num(run.get(f))}" for f, sym in (
+      ("nsgd.num_directions", "K"), (LR, "η"), (BS, "S"), ("optimizer.momentum", "m"))
+           if _varying(nsgd, f)]
+  return ", ".join([f"γ = {_num(run.get('nsgd.gamma'))}"] + extra)
+
+
+def nsgd_groups(runs: Sequence[Run]) -> list[tuple[str, list]]:
+  """[(label, runs over seeds)]: NSGD by γ (then K) first, then SGD by η."""
+  groups = {}
+  for run in runs:
+    groups.setdefault(nsgd_label(run, runs), []).append(run)
+  def order(item):
+    r = item[1][0]
+    if r.get("optimizer.name") == "nsgd":
+      return (0, r.get("nsgd.gamma"), r.get("nsgd.num_directions"), r.get(LR))
+    return (1, r.get(LR), 0, 0)
+  return sorted(groups.items(), key=order)
+
+
+def _group_colors(n: int) -> list:
+  cmap = matplotlib.colormaps[STYLE["group_colors"]]
+  return [cmap(i % cmap.N) for i in range(n)]
+
+
+def mean_band(runs: Sequence[Run], key: str, x: str = "epoch"):
+  """(grid, mean, std) of ``key`` over runs on the union of their x values (a run counts only
+  inside its own x range); None when no run logged it."""
+  curves = [r.series(key, x) for r in runs]
+  curves = [(xs, ys) for xs, ys in curves if xs.size]
+  if not curves:
+    return None
+  grid = np.unique(np.concatenate([xs for xs, _ in curves]))
+  stack = [np.where((grid >= xs[0]) & (grid <= xs[-1]), np.interp(grid, xs, ys), np.nan)
+           for xs, ys in curves]
+  mean, std, _ = mean_std(stack)
+  return grid, mean, std
+
+
+@_styled
+def nsgd(runs: Sequence[Run], window: int = 1) -> Figure:
+  """Validation accuracy, and λ_1 (solid) with the ‖H‖_F proxy (dashed, right axis), vs epoch
+  for each γ (and SGD(η)): mean over seeds, a ±1 std band."""
+  fig, axes = _figure(2, width=1.1)
+  ax_acc, ax_lam = axes
+  ax_fro = ax_lam.twinx()
+  ax_fro.grid(False)
+  groups = nsgd_groups(runs)
+  for (label, group), color in zip(groups, _group_colors(len(groups))):
+    n = len(group)
+    for ax, key, scale, style in ((ax_acc, "valid/accuracy", 100.0, "-"),
+                                  (ax_lam, LAMBDA_1, 1.0, "-"),
+                                  (ax_fro, "hessian/frobenius_top_k", 1.0, "--")):
+      band = mean_band(group, key)
+      if band is None:
+        continue
+      x, mean, std = band
+      mean, std = scale * smooth(mean, window), scale * smooth(std, window)
+      ax.plot(x, mean, style, color=color, gid=f"{label}/{key}",
+              label=f"{label} (n={n})" if key == "valid/accuracy" else None)
+      if n > 1:
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+  ax_acc.set_ylabel("validation accuracy (%)")
+  ax_acc.set_title("validation accuracy (mean ± std over seeds)")
+  ax_acc.legend()
+  ax_lam.set_ylabel(r"$\lambda_1$ (solid)")
+  ax_fro.set_ylabel(r"$\|H\|_F$ proxy $\sqrt{\sum_{i\leq k}\lambda_i^2}$ (dashed)")
+  ax_lam.set_title(r"sharpness: $\lambda_1$ and $\|H\|_F$")
+  ax_lam.legend(handles=[mlines.Line2D([], [], color="black", linestyle="-",
+                                       label=r"$\lambda_1$"),
+                         mlines.Line2D([], [], color="black", linestyle="--",
+                                       label=r"$\|H\|_F$ proxy")])
+  for ax in axes:
+    ax.set_xlabel(_epoch_label(runs[0]))
+  fixed = _fixed([r for r in runs if r.get("optimizer.name") == "nsgd"] or runs,
+                 ((LR, "η"), (BS, "S"), ("nsgd.num_directions", "K")))
+  _title(fig, f"Nudged SGD against SGD ({fixed})", runs)
+  return fig
+
+
+@_styled
+def nsgd_k_ablation(runs: Sequence[Run]) -> Figure:
+  """Test accuracy (best-val checkpoint) and λ_1 (best-val) vs K for NSGD, SGD runs as
+  horizontal lines; mean ± std over seeds."""
+  nsgd_runs = [r for r in runs if r.get("optimizer.name") == "nsgd"]
+  sgd_runs = [r for r in runs if r.get("optimizer.name") != "nsgd"]
+  if not nsgd_runs:
+    raise ValueError("the K ablation needs NSGD runs (optimizer.name = 'nsgd').")
+  val_epoch = min(last_epoch(r) for r in runs)
+  summaries = {r.workdir: run_summary(r, val_epoch) for r in runs}
+  fig, axes = _figure(2)
+  gammas = sorted({r.get("nsgd.gamma") for r in nsgd_runs})
+  colors = _group_colors(len(gammas) + len(sgd_runs))
+  for gamma, color in zip(gammas, colors):
+    ks = sorted({r.get("nsgd.num_directions") for r in nsgd_runs
+                 if r.get("nsgd.gamma") == gamma})
+    for ax, field in zip(axes, ("test_accuracy", "lambda_best")):
+      values = [[summaries[r.workdir][field] for r in nsgd_runs
+                 if r.get("nsgd.gamma") == gamma and r.get("nsgd.num_directions") == k]
+                for k in ks]
+      stats = [mean_std(v) for v in values]
+      bars = ax.errorbar(ks, [float(s[0]) for s in stats], yerr=[float(s[1]) for s in stats],
+                         fmt="o-", color=color, capsize=3, label=f"NSGD γ = {_num(gamma)}")
+      bars.lines[0].set_gid(f"nsgd/{gamma:g}/{field}")
+  for (label, group), color in zip(nsgd_groups(sgd_runs), colors[len(gammas):]):
+    for ax, field in zip(axes, ("test_accuracy", "lambda_best")):
+      mean, _, _ = mean_std([summaries[r.workdir][field] for r in group])
+      ax.axhline(float(mean), color=color, linestyle=":", label=label, gid=f"{label}/{field}")
+  ks = sorted({r.get("nsgd.num_directions") for r in nsgd_runs})
+  for ax in axes:
+    ax.set_xscale("log")
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.set_xlabel("K (directions nudged)")
+    ax.legend()
+  axes[0].set_ylabel("test accuracy of the best-val checkpoint (%)")
+  axes[1].set_ylabel(r"$\lambda_1$ at the best-val checkpoint")
+  _title(fig, "NSGD: the number of directions K", runs)
+  return fig
+
+
+_COLUMNS = ("", "Seeds", "‖H‖_F (best-val / final)", "Test acc. (%)", "Val. acc. ({e}) (%)",
+            "Loss", "Dist.")
+
+
+def _decimals(value: float, significant: int = 3) -> int:
+  if not np.isfinite(value) or value == 0:
+    return 2
+  return int(min(4, max(0, significant - 1 - math.floor(math.log10(abs(value))))))
+
+
+def _pm(values, decimals: Optional[int] = None) -> str:
+  """"mean ± std" (std with ddof=1) of the finite values; "—" when none."""
+  mean, std, n = mean_std(values)
+  if n == 0:
+    return "—"
+  d = _decimals(float(mean)) if decimals is None else decimals
+  return f"{mean:.{d}f}" + (f" ± {std:.{d}f}" if n > 1 else "")
+
+
+def _latex(text: str) -> str:
+  text = text.replace("`", "")
+  for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"),
+               ("_", r"\_"), ("‖H‖\\_F", r"\(\|H\|_F\)"), ("γ", r"\(\gamma\)"),
+               ("η", r"\(\eta\)"), ("±", r"\(\pm\)"), ("†", r"\(^\dagger\)"),
+               ("‡", r"\(^\ddagger\)"), ("θ", r"\(\theta\)"), ("−", "-"), ("‖", r"\(\|\)"),
+               ("—", "--")):
+    text = text.replace(a, b)
+  return text
+
+
+def nsgd_table(runs: Sequence[Run], val_epoch: Optional[float] = None) -> tuple[str, str]:
+  """The NSGD table (PAPER.md §5) as (Markdown, LaTeX): one row per γ (and SGD(η)), mean ± std
+  over seeds; ``val_epoch`` defaults to min(50, the last evaluated epoch of any run)."""
+  if val_epoch is None:
+    val_epoch = min(50.0, min(last_epoch(r) for r in runs))
+  groups = nsgd_groups(runs)
+  header = [c.format(e=f"{val_epoch:g}") for c in _COLUMNS]
+  body, any_fro_logged, any_best_logged = [], False, False
+  for label, group in groups:
+    s = [run_summary(r, val_epoch) for r in group]
+    col = lambda k: [x[k] for x in s]
+    fro_logged = any(x["fro_logged"] for x in s)
+    best_logged = any(x["best_logged"] for x in s)
+    any_fro_logged |= fro_logged
+    any_best_logged |= best_logged
+    mark = lambda text, flag, sym: text + (sym if flag and text != "—" else "")
+    body.append([
+        label, str(len(group)),
+        mark(f"{_pm(col('fro_best'))} / {_pm(col('fro_final'))}", fro_logged, "†"),
+        mark(_pm(col("test_accuracy"), 2), best_logged, "‡"),
+        _pm(col("val_accuracy"), 2), _pm(col("train_loss"), 3),
+        mark(_pm(col("distance")), best_logged, "‡")])
+  notes = [
+      "Mean ± std (ddof=1) over the seeds of each row.",
+      "‖H‖_F: the paper's table estimate sqrt(mean ‖Hz‖) (`frobenius_as_in_paper`, "
+      "PAPER.md §3.3) at the best-validation checkpoint / at the end, from "
+      "evaluation_best.json / evaluation_last.json (experiments/evaluate.py).",
+      f"Test acc.: of the best-validation checkpoint. Val. acc. ({val_epoch:g}): at the last "
+      f"evaluation at or before epoch {val_epoch:g}. Loss: the final training loss. Dist.: "
+      "‖θ_best − θ_init‖."]
+  if any_fro_logged:
+    notes.append("† some seeds have no evaluation_*.json: ‖H‖_F is the logged "
+                 "`hessian/frobenius_as_in_paper` (best-val: the last one at or before the "
+                 "best-validation evaluation; final: the last one logged).")
+  if any_best_logged:
+    notes.append("‡ some seeds have no evaluation_best.json: the test accuracy and distance "
+                 "logged at the best-validation evaluation.")
+  markdown = "\n".join(
+      ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":-:"] * 6) + "|"]
+      + ["| " + " | ".join(row) + " |" for row in body] + [""] + notes) + "\n"
+  latex = "\n".join(
+      ["% needs \\usepackage{booktabs}", "\\begin{table}[t]", "\\centering",
+       "\\begin{tabular}{lcccccc}", "\\toprule",
+       " & ".join(_latex(h) for h in header) + " \\\\", "\\midrule"]
+      + [" & ".join(_latex(c) for c in row) + " \\\\" for row in body]
+      + ["\\bottomrule", "\\end{tabular}",
+         "\\caption{Nudged SGD against SGD (" + _latex(describe(runs)) + "). "
+         + " ".join(_latex(n) for n in notes) + "}", "\\end{table}"]) + "\n"
+  return markdown, latex
+
+
+# ------------------------------------------------------------------------------------------
+# Beyond the paper: edge of stability, spectral density.
+
+@_styled
+def edge_of_stability(runs: Sequence[Run], x: str = "epoch") -> Figure:
+  """η·λ_1 vs epoch (or step) against the threshold 2(1+m), for SGD and full-batch GD runs."""
+  for run in runs:
+    _require(run, "eos/eta_lambda_max", "enable tracking.")
+  fig, axes = _figure(1, width=1.3)
+  ax = axes[0]
+  colors = _color_by(runs, LR)
+  runs = sorted(runs, key=lambda r: (not r.get("full_batch"), r.get(LR), -r.get(BS)))
+  for run in runs:
+    gd = bool(run.get("full_batch"))
+    label = f"GD, η = {_num(run.get(LR))}" if gd else (
+        f"SGD, η = {_num(run.get(LR))}, S = {run.get(BS)}")
+    xs, ys = run.series("eos/eta_lambda_max", x)
+    ax.plot(xs, ys, "-" if gd else "--", color=colors[run.get(LR)], label=label,
+            gid=f"{run.name}/eta_lambda_max")
+  thresholds = sorted({float(v) for r in runs for v in r.series("eos/threshold")[1]})
+  for t in thresholds:
+    ax.axhline(t, gid=f"threshold/{t:g}", label=f"2(1+m) = {t:g}",
+               **{**STYLE["reference"], "linestyle": ":"})
+  if x != "epoch":
+    ax.set_xlabel("iteration")
+  elif len({bool(r.get("full_batch")) for r in runs}) > 1:
+    ax.set_xlabel("epoch (for GD: one step)")
+  else:
+    ax.set_xlabel(_epoch_label(runs[0]))
+  ax.set_ylabel(r"$\eta\,\lambda_1$")
+  ax.set_title("GD solid, SGD dashed; above the line a quadratic would diverge")
+  ax.legend()
+  _title(fig, "Edge of stability", runs)
+  return fig
+
+
+def density_curve(nodes, weights, grid, sigma: float) -> np.ndarray:
+  """``spectral.density_on_grid`` in numpy: mean over draws of Σ_j w_j N(t; θ_j, σ²)."""
+  diff = np.asarray(grid)[:, None, None] - np.asarray(nodes)[None]
+  kernel = np.exp(-0.5 * (diff / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+  return np.mean(np.sum(np.asarray(weights)[None] * kernel, axis=-1), axis=-1)
+
+
+@_styled
+def spectral_density(run: Run, num_curves: int = 4, num_points: int = 800,
+                     sigma: Optional[float] = None) -> Figure:
+  """The SLQ density of the Hessian (Gaussian-smoothed, log y) at a few evaluations.
+
+  σ defaults to 1% of the width of all the plotted nodes (the library's default, shared by
+  the curves so they compare).
+  """
+  entries = run.arrays("spectral_density")
+  if not entries:
+    raise ValueError(f"run {run.workdir} has no arrays/spectral_density: enable "
+                     "analyses.spectral_density.")
+  picks = np.unique(np.linspace(0, len(entries) - 1, min(num_curves, len(entries))).round())
+  chosen = [entries[int(i)] for i in picks]
+  nodes = np.concatenate([a["nodes"].ravel() for _, a in chosen])
+  lo, hi = float(nodes.min()), float(nodes.max())
+  width = max(hi - lo, 1e-12)
+  sigma = 0.01 * width if sigma is None else sigma
+  grid = np.linspace(lo - 0.05 * width, hi + 0.05 * width, num_points)
+  epochs = _epochs_by_step(run)
+  cmap = matplotlib.colormaps[STYLE["series_cmap"]]
+  fig, axes = _figure(1, width=1.3)
+  ax = axes[0]
+  peak = 0.0
+  for i, (step, a) in enumerate(chosen):
+    density = density_curve(a["nodes"], a["weights"], grid, sigma)
+    peak = max(peak, float(density.max()))
+    ax.plot(grid, density, color=cmap(0.9 * i / max(len(chosen) - 1, 1)),
+            label=f"epoch {epochs.get(step, math.nan):g} (step {step})", gid=f"density/{step}")
+  ax.set_yscale("log")
+  ax.set_ylim(peak * 1e-6, peak * 2)
+  ax.set_xlabel(r"Hessian eigenvalue $\lambda$")
+  ax.set_ylabel("spectral density (log scale)")
+  ax.set_title(f"stochastic Lanczos quadrature, Gaussian σ = {sigma:.3g}")
+  ax.legend()
+  _title(fig, "Hessian spectral density along training", [run])
+  return fig
+
+
+# ------------------------------------------------------------------------------------------
+# The registry: which function draws which figure, from which runs of a group (--figure=all).
+
+def _has_arrays(run: Run, name: str) -> bool:
+  return os.path.isdir(os.path.join(run.workdir, "arrays", name))
+
+
+def _plain(run: Run) -> bool:
+  return run.get("optimizer.name") == "sgd" and not run.get("full_batch") and not run.get(
+      "init_from")
+
+
+def _select_noise_grid(runs):
+  runs = [r for r in runs if _plain(r) and r.has(LAMBDA_2)]
+  return runs if len(runs) > 1 and (_varying(runs, LR) or _varying(runs, BS)) else []
+
+
+def _select_nsgd(runs):
+  runs = [r for r in runs if not r.get("init_from") and r.has("valid/accuracy")]
+  return runs if any(r.get("optimizer.name") == "nsgd" for r in runs) else []
+
+
+def _select_eos(runs):
+  return ([r for r in runs if r.has("eos/eta_lambda_max")]
+          if any(r.get("full_batch") for r in runs) else [])
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureSpec:
+  """draw: (run) -> Figure when per_run, else (runs) -> Figure; select: the runs of a group
+  (a sweep directory) it draws in ``--figure=all``."""
+  draw: Callable
+  per_run: bool
+  select: Callable
+
+
+FIGURES = {
+    "general_shape": FigureSpec(general_shape, True, lambda runs: [
+        r for r in runs if r.has("hessian/lambda_10")]),
+    "noise_grid": FigureSpec(noise_grid, False, _select_noise_grid),
+    "step_loss_change": FigureSpec(step_loss_change, True, lambda runs: [
+        r for r in runs if any(k.startswith("step_loss_change/") for k in r.keys())]),
+    "cross_sections": FigureSpec(cross_sections, True, lambda runs: [
+        r for r in runs if _has_arrays(r, "cross_section")]),
+    "alignment": FigureSpec(alignment, False, lambda runs: [
+        r for r in runs if r.has("alignment/mean_abs_cos")]),
+    "rescaling": FigureSpec(rescaling, False, lambda runs: [
+        r for r in runs if r.get("init_from") and r.has(LAMBDA_1)]),
+    "nsgd": FigureSpec(nsgd, False, _select_nsgd),
+    "edge_of_stability": FigureSpec(edge_of_stability, False, _select_eos),
+    "spectral_density": FigureSpec(spectral_density, True, lambda runs: [
+        r for r in runs if _has_arrays(r, "spectral_density")]),
+}
+
+
+def safe_name(text: str) -> str:
+  return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
+
+
+def render(name: str, runs: Sequence[Run], out_dir: str, *, stem: Optional[str] = None,
+           val_epoch: Optional[float] = None) -> list[str]:
+  """Draws figure ``name`` from ``runs`` and saves it under ``out_dir``; returns the paths.
+
+  Per-run figures give one file pair per run (``<stem>_<run>`` when several); ``nsgd`` also
+  writes the K ablation when K varies and the table (``<stem>_table.md``/``.tex``).
+  """
+  if name not in FIGURES:
+    raise ValueError(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
+  if not runs:
+    raise ValueError(f"figure {name!r}: no runs given.")
+  spec, stem = FIGURES[name], stem or name
+  written = []
+  if spec.per_run:
+    for run in runs:
+      suffix = "" if len(runs) == 1 else f"_{safe_name(run.name)}"
+      written += save(spec.draw(run), out_dir, stem + suffix)
+    return written
+  written += save(spec.draw(runs), out_dir, stem)
+  if name == "nsgd":
+    if _varying([r for r in runs if r.get("optimizer.name") == "nsgd"], "nsgd.num_directions"):
+      written += save(nsgd_k_ablation(runs), out_dir, f"{stem}_k_ablation")
+    markdown, latex = nsgd_table(runs, val_epoch)
+    for ext, text in (("md", markdown), ("tex", latex)):
+      path = os.path.join(out_dir, f"{stem}_table.{ext}")
+      with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+      written.append(path)
+  return written

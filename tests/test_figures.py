@@ -1,0 +1,495 @@
+"""The figures and the NSGD table, drawn from small synthetic run directories whose values are
+known: files written, plotted data, colours, scales and table numbers checked."""
+
+import importlib.util
+import json
+import math
+import pathlib
+
+from matplotlib import colors as mcolors
+import numpy as np
+import pytest
+
+from sharp_dirs import config as config_lib
+from sharp_dirs import figures
+from sharp_dirs import metrics_io
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "figures.py"
+SPE = 8  # steps per epoch of the synthetic runs
+EPOCHS = 6
+PEAKS = {0.01: 40.0, 0.03: 25.0, 0.1: 12.0, 0.05: 20.0}
+
+
+def make_config(**overrides) -> dict:
+  """A cpu-scale config (MLP, Fashion-MNIST 10k) with dotted overrides."""
+  c = config_lib.default_config()
+  config_lib.cpu_scale(c, num_epochs=EPOCHS)
+  for dotted, value in overrides.items():
+    node = c
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+      node = node[part]
+    node[parts[-1]] = value
+  return c.to_dict()
+
+
+def lam1(epoch, index, peak):
+  """A rise-and-fall λ_1 with an alternating ±5% wiggle (so smoothing changes it)."""
+  return peak * (1 + epoch) * np.exp(-epoch / 2) * (1 + 0.05 * (-1) ** index)
+
+
+def tracking_steps(zoom_epochs):
+  zoom = [s for s in range(0, int(zoom_epochs * SPE), 2)]
+  return sorted(set(zoom) | {e * SPE for e in range(EPOCHS + 1)})
+
+
+def write_run(path, config, *, k=10, zoom_epochs=1.0, extra=None, evals=None, alignment=False):
+  """A run: tracking rows at the zoom then per-epoch steps, eval rows every epoch."""
+  writer = metrics_io.MetricWriter(str(path))
+  writer.write_json("config.json", config)
+  lr = config["optimizer"]["learning_rate"]
+  peak = PEAKS.get(lr, 10.0) * (128 / config["batch_size"]) ** 0.25
+  tracked = tracking_steps(zoom_epochs)
+  for step in range(EPOCHS * SPE + 1):
+    epoch = step / SPE
+    if step in tracked:
+      index = tracked.index(step)
+      l1 = lam1(epoch, index, peak)
+      row = {"epoch": epoch, **{f"hessian/lambda_{i}": l1 / i for i in range(1, k + 1)}}
+      row.update({"eos/eta_lambda_max": lr * l1, "eos/threshold": 2.0,
+                  "hessian/frobenius_top_k": l1 * 1.2})
+      if alignment:
+        row.update({"alignment/mean_abs_cos": 0.2 / (1 + epoch) + 0.01 * (index % 3),
+                    "alignment/random_baseline": 0.0013})
+      if extra:
+        row.update(extra(step, epoch, index))
+      writer.write_row(step, row)
+    if step % SPE == 0:
+      e = step // SPE
+      row = {"epoch": float(e), "train/loss": 1.0 / (1 + e), "train/accuracy": 0.5 + 0.05 * e,
+             "valid/loss": 1.1 / (1 + e), "valid/accuracy": 0.48 + 0.04 * e,
+             "test/loss": 1.2 / (1 + e), "test/accuracy": 0.47 + 0.04 * e,
+             "learning_rate": lr, "distance_from_init": float(e)}
+      if evals:
+        row.update(evals(e))
+      writer.write_row(step, row)
+  writer.close()
+  return metrics_io.read_run(str(path))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+  return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def lr_grid(root):
+  """η = 0.1, 0.01, 0.03 at S = 128; the first tracks the top 10 (the general shape)."""
+  return [write_run(root / "grid" / f"lr={lr}", make_config(
+      **{"optimizer.learning_rate": lr, "tracking.k": 10, "tracking.zoom_epochs": 1.0}),
+                    k=10 if lr == 0.1 else 5, alignment=True)
+          for lr in (0.1, 0.01, 0.03)]
+
+
+@pytest.fixture(scope="module")
+def bs_grid(root):
+  return [write_run(root / "grid" / f"bs={bs}", make_config(
+      **{"optimizer.learning_rate": 0.05, "batch_size": bs, "tracking.zoom_epochs": 1.0}), k=2)
+          for bs in (32, 1024, 128)]
+
+
+def line(fig, gid):
+  found = [l for ax in fig.axes for l in ax.lines if l.get_gid() == gid]
+  assert len(found) == 1, (gid, [l.get_gid() for ax in fig.axes for l in ax.lines])
+  return found[0]
+
+
+def same_color(a, b):
+  return np.allclose(mcolors.to_rgba(a), mcolors.to_rgba(b))
+
+
+def expected_smooth(values, window):
+  """The moving average by hand: the mean of the values in [i - ⌊w/2⌋, i + ⌊(w-1)/2⌋] (numpy's
+  'same' alignment) that exist."""
+  lo, hi = window // 2, (window - 1) // 2
+  return np.array([np.mean(values[max(0, i - lo):i + hi + 1]) for i in range(len(values))])
+
+
+def assert_saved(paths, names):
+  assert sorted(pathlib.Path(p).name for p in paths) == sorted(
+      f"{n}.{ext}" for n in names for ext in ("png", "pdf"))
+  for p in paths:
+    assert pathlib.Path(p).stat().st_size > 5000, p
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers.
+
+def test_smooth_matches_the_paper_inside_and_averages_what_is_there_at_the_edges():
+  v = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0])
+  paper = np.convolve(v, np.ones(5), "same") / 5
+  got = figures.smooth(v, 5)
+  np.testing.assert_allclose(got[2:-2], paper[2:-2])
+  np.testing.assert_allclose(got, expected_smooth(v, 5))
+  assert got[0] == pytest.approx(np.mean(v[:3]))
+  np.testing.assert_allclose(figures.smooth(v[:2], 5), [2.0, 2.0])  # shorter than the window
+  with_nan = figures.smooth([1.0, np.nan, 3.0], 3)
+  np.testing.assert_allclose(with_nan, [1.0, 2.0, 3.0])
+
+
+def test_describe_names_model_data_and_scale(lr_grid):
+  assert figures.describe(lr_grid) == "MLP, Fashion-MNIST (10k), CPU scale"
+  paper = metrics_io.Run("x", {"model": "resnet32", "dataset": "cifar10",
+                               "num_train_examples": 0}, [], {})
+  assert figures.describe([paper]) == "ResNet-32, CIFAR-10, paper scale"
+
+
+def test_noise_colors_keep_blue_for_the_noisiest():
+  assert figures.noise_colors(3) == ["red", "green", "blue"]
+  assert figures.noise_colors(2) == ["red", "blue"]
+  assert len(figures.noise_colors(5)) == 5 and same_color(figures.noise_colors(5)[-1], "blue")
+
+
+# ------------------------------------------------------------------------------------------
+# F2: the noise grid.
+
+def test_noise_grid_plots_smoothed_lambdas_on_the_merged_axis(lr_grid):
+  fig = figures.noise_grid(lr_grid)
+  (ax,) = fig.axes
+  assert ax.get_yscale() == "log"
+  assert [l.get_xdata()[0] for l in ax.lines if l.get_gid() == "zoom_boundary"] == [1.0]
+  last = float(EPOCHS)
+  for run in lr_grid:
+    epochs, lam = run.series("hessian/lambda_1", "epoch")
+    early = epochs < 1.0
+    want = np.concatenate([expected_smooth(lam[early], 5), expected_smooth(lam[~early], 5)])
+    got = line(fig, f"{run.name}/hessian/lambda_1")
+    np.testing.assert_allclose(got.get_ydata(), want)
+    np.testing.assert_allclose(got.get_xdata(), np.where(
+        early, epochs, 1 + (epochs - 1) / (last - 1)))
+    assert got.get_linestyle() == "-"
+    assert line(fig, f"{run.name}/hessian/lambda_2").get_linestyle() == "-."
+    assert figures.peak_lambda_max(run) == pytest.approx(want.max())
+  colour = {r.get("optimizer.learning_rate"): line(fig, f"{r.name}/hessian/lambda_1").get_color()
+            for r in lr_grid}
+  assert same_color(colour[0.01], "red") and same_color(colour[0.03], "green")
+  assert same_color(colour[0.1], "blue")
+  by_lr = sorted(lr_grid, key=lambda r: r.get("optimizer.learning_rate"))
+  peaks = [figures.peak_lambda_max(r) for r in by_lr]
+  assert peaks == sorted(peaks, reverse=True)  # larger η, lower peak (built in)
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert labels[:3] == ["η = 0.01", "η = 0.03", "η = 0.1"]
+  assert "MLP, Fashion-MNIST (10k), CPU scale" in fig.get_suptitle()
+
+
+def test_noise_grid_of_batch_sizes_and_of_a_whole_sweep(lr_grid, bs_grid):
+  fig = figures.noise_grid(bs_grid)
+  colour = {r.get("batch_size"): line(fig, f"{r.name}/hessian/lambda_1").get_color()
+            for r in bs_grid}
+  assert same_color(colour[1024], "red") and same_color(colour[128], "green")
+  assert same_color(colour[32], "blue")
+  assert fig.axes[0].get_title().startswith("S: 1024/128/32")
+  panels = figures.noise_panels(lr_grid + bs_grid)
+  assert [field for field, _ in panels] == ["optimizer.learning_rate", "batch_size"]
+  assert sorted(r.get("batch_size") for r in panels[1][1]) == [32, 128, 1024]
+  assert len(figures.noise_grid(lr_grid + bs_grid).axes) == 2
+
+
+# ------------------------------------------------------------------------------------------
+# F1, F3, F4, F9: one run.
+
+def test_general_shape(lr_grid):
+  run = lr_grid[0]
+  fig = figures.general_shape(run)
+  full, zoom, acc = fig.axes
+  assert zoom.get_xlim() == (0.0, 1.0)
+  lines = [l for l in full.lines if l.get_gid().startswith("full/")]
+  assert len(lines) == 10
+  assert same_color(lines[0].get_color(), figures.matplotlib.colormaps["coolwarm_r"](0.0))
+  assert same_color(lines[-1].get_color(), figures.matplotlib.colormaps["coolwarm_r"](1.0))
+  epochs, lam = run.series("hessian/lambda_3", "epoch")
+  np.testing.assert_allclose(line(fig, "zoom/hessian/lambda_3").get_ydata(), lam[epochs <= 1])
+  np.testing.assert_allclose(line(fig, "valid/accuracy").get_ydata(),
+                             100 * run.series("valid/accuracy")[1])
+
+
+@pytest.fixture(scope="module")
+def analysis_run(root):
+  """step_loss_change rows every 2nd evaluation, cross-sections and spectral densities."""
+  rng = np.random.default_rng(0)
+  config = make_config(**{"optimizer.learning_rate": 0.05, "epoch_size": 1280,
+                          "tracking.zoom_epochs": 0.0})
+  offsets = np.array([-16, -8, -4, -2, -1, -0.5, 0, 0.5, 1, 2, 4, 8, 16], np.float64)
+  path = root / "analysis"
+
+  def extra(step, epoch, index):
+    out = {}
+    if index % 2 == 0:
+      for i, row in enumerate(["e1", "e2", "e3", "e4", "e5", "random", "full_step"]):
+        for m in (0.25, 0.5, 1.0, 2.0, 4.0):
+          out[f"step_loss_change/{row}/x{m:g}"] = (m - 1) * 10 / (i + 1) + epoch
+    return out
+
+  run = write_run(path, config, k=5, zoom_epochs=0.0, extra=extra)
+  writer = metrics_io.MetricWriter(str(path), resume_step=10**9)  # keeps the rows
+  for step, l1 in zip(*run.series("hessian/lambda_1")):
+    step = int(step)
+    base = 1.0 / (1 + step / SPE)
+    losses = base + np.array([0.05, 0.2, 0.5])[:, None] * offsets[None] ** 2
+    writer.write_arrays(step, "cross_section", {
+        "offsets": offsets, "scale": np.ones(3), "losses": losses,
+        "directions": np.array([0, 2, 4]), "lambda": np.array([l1, l1 / 3, l1 / 5]),
+        "width": np.ones((3, 4))})
+    writer.write_arrays(step, "spectral_density", {
+        "nodes": np.sort(rng.normal(size=(2, 12)) * l1 / 4, axis=1),
+        "weights": np.full((2, 12), 1 / 12)})
+  writer.close()
+  return metrics_io.read_run(str(path))
+
+
+def test_step_loss_change(analysis_run):
+  fig = figures.step_loss_change(analysis_run)
+  assert [ax.get_title() for ax in fig.axes] == [
+      "along $e_{1}$ only", "along $e_{2}$ only", "along $e_{3}$ only", "along $e_{4}$ only",
+      "none (the full SGD step)"]
+  for m, colour in ((0.5, "blue"), (1.0, "green"), (2.0, "red")):
+    got = line(fig, f"step_loss_change/e1/x{m:g}")
+    assert same_color(got.get_color(), colour)
+    epochs, values = analysis_run.series(f"step_loss_change/e1/x{m:g}", "epoch")
+    np.testing.assert_allclose(got.get_xdata(), epochs)
+    np.testing.assert_allclose(got.get_ydata(), values)
+  zeros = [l for ax in fig.axes for l in ax.lines if l.get_gid() == "zero"]
+  assert len(zeros) == 5 and all(l.get_linestyle() == "--" and l.get_ydata()[0] == 0
+                                 for l in zeros)
+  assert not any(l.get_gid() == "step_loss_change/e1/x4" for l in fig.axes[0].lines)
+
+
+def test_cross_sections_coloured_by_lambda_1_and_clipped(analysis_run):
+  fig = figures.cross_sections(analysis_run)
+  entries = analysis_run.arrays("cross_section")
+  steps, lam = analysis_run.series("hessian/lambda_1")
+  norm = mcolors.Normalize(lam.min(), lam.max())
+  cap = max(a["losses"][:, 6].max() for _, a in entries)  # offset 0, the training loss
+  cmap = figures.matplotlib.colormaps["coolwarm"]
+  for (step, a), l1 in zip(entries, lam):
+    got = line(fig, f"{step}/e3")
+    np.testing.assert_allclose(got.get_xdata(), a["offsets"][1:-1])  # |k| <= 8
+    np.testing.assert_allclose(got.get_ydata(), np.minimum(a["losses"][1][1:-1], cap))
+    assert same_color(got.get_color(), cmap(norm(l1)))
+  assert len(fig.axes) == 4  # three panels and the colorbar
+  assert fig.axes[-1].get_ylabel() == r"$\lambda_1$ at the evaluation"
+
+
+def test_spectral_density_equals_the_library_smoothing(analysis_run):
+  from sharp_dirs import spectral  # pylint: disable=g-import-not-at-top
+  fig = figures.spectral_density(analysis_run, num_curves=3)
+  entries = analysis_run.arrays("spectral_density")
+  chosen = [entries[0], entries[len(entries) // 2], entries[-1]]
+  nodes = np.concatenate([a["nodes"].ravel() for _, a in chosen])
+  sigma = 0.01 * (nodes.max() - nodes.min())
+  (ax,) = fig.axes
+  assert ax.get_yscale() == "log" and len(ax.lines) == 3
+  for step, a in chosen:
+    got = line(fig, f"density/{step}")
+    want = spectral.density_on_grid(spectral.SpectralDensity(a["nodes"], a["weights"]),
+                                    got.get_xdata(), sigma)
+    np.testing.assert_allclose(got.get_ydata(), np.asarray(want), rtol=1e-4, atol=1e-30)
+
+
+# ------------------------------------------------------------------------------------------
+# F5, F6, F8: several runs.
+
+def test_alignment(lr_grid):
+  fig = figures.alignment(lr_grid)
+  (ax,) = fig.axes
+  for run in lr_grid:
+    got = line(fig, f"{run.name}/mean")
+    steps, cos = run.series("alignment/mean_abs_cos")
+    acc_steps, acc = run.series("train/accuracy")
+    np.testing.assert_allclose(got.get_xdata(), 100 * np.interp(steps, acc_steps, acc))
+    np.testing.assert_allclose(got.get_ydata(), expected_smooth(cos, 10))
+  assert same_color(line(fig, "lr=0.1/mean").get_color(), "blue")
+  assert same_color(line(fig, "lr=0.01/mean").get_color(), "red")
+  assert line(fig, "random_baseline").get_ydata()[0] == pytest.approx(0.0013)
+
+
+@pytest.fixture(scope="module")
+def rescaling_runs(root):
+  variants = [{"optimizer.name": "sgd"},
+              {"nsgd.rule": "only_top"}, {"nsgd.rule": "only_top", "nsgd.freeze_directions": True},
+              {"nsgd.rule": "remove"}, {"nsgd.rule": "constant", "nsgd.gamma": 2.0},
+              {"nsgd.rule": "constant", "nsgd.gamma": 0.5}]
+  runs = []
+  for i, v in enumerate(variants):
+    v = {"optimizer.name": "nsgd", "nsgd.num_directions": 1, "init_from": "runs/ckpt",
+         "optimizer.learning_rate": 0.005, **v}
+    runs.append(write_run(root / "rescaling" / f"v{i}", make_config(**v), k=1, zoom_epochs=0.0))
+  return runs
+
+
+def test_rescaling_legend_from_the_config(rescaling_runs):
+  runs = rescaling_runs
+  fig = figures.rescaling(runs)
+  labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+  assert labels == ["SGD (baseline)", "only top", "constant top", "remove top", "γ = 0.5",
+                    "γ = 2"]
+  np.testing.assert_allclose(line(fig, "remove top/hessian/lambda_1").get_ydata(),
+                             runs[3].series("hessian/lambda_1")[1])
+  np.testing.assert_allclose(line(fig, "γ = 2/train/loss").get_xdata(),
+                             runs[4].series("train/loss")[0])
+  assert same_color(line(fig, "SGD (baseline)/train/loss").get_color(), "black")
+
+
+@pytest.fixture(scope="module")
+def gd_run(root):
+  return write_run(root / "eos" / "gd", make_config(**{
+      "full_batch": True, "optimizer.learning_rate": 0.03, "batch_size": 1000}), k=2,
+                   zoom_epochs=0.0)
+
+
+def test_edge_of_stability_gd_and_sgd(gd_run, lr_grid):
+  gd = gd_run
+  runs = [gd, lr_grid[0]]
+  fig = figures.edge_of_stability(runs)
+  got = line(fig, "gd/eta_lambda_max")
+  np.testing.assert_allclose(got.get_ydata(), gd.series("eos/eta_lambda_max")[1])
+  assert got.get_linestyle() == "-" and line(fig, "lr=0.1/eta_lambda_max").get_linestyle() == "--"
+  assert line(fig, "threshold/2").get_ydata()[0] == 2.0
+  labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+  assert labels == ["GD, η = 0.03", "SGD, η = 0.1, S = 128", "2(1+m) = 2"]
+  assert same_color(got.get_color(), "red")  # the smaller η
+
+
+# ------------------------------------------------------------------------------------------
+# F7 and the NSGD table.
+
+TEST_ACC = {(1.0, 0): 0.80, (1.0, 1): 0.82, ("sgd", 0): 0.80}
+
+
+def nsgd_run(root, folder, gamma, seed, *, k_dirs=5, evaluation=None, test_acc=0.8):
+  """Valid accuracy peaks at epoch 3 (the best); logged ‖H‖_F 10(1 + e/2) + seed at e = 0, 2,
+  4, 6."""
+  name = "sgd" if gamma is None else "nsgd"
+  config = make_config(**{"optimizer.name": name, "optimizer.learning_rate": 0.1, "seed": seed,
+                          "nsgd.gamma": gamma or 0.1, "nsgd.num_directions": k_dirs,
+                          "tracking.zoom_epochs": 0.0})
+  valid = [0.5, 0.6, 0.7, 0.8, 0.75, 0.78, 0.79]
+
+  def evals(e):
+    return {"valid/accuracy": valid[e] + 0.01 * seed, "test/accuracy": test_acc if e == 3 else 0.5,
+            "train/loss": 0.3 + 0.01 * seed if e == EPOCHS else 1.0,
+            "distance_from_init": 3.0 + seed if e == 3 else 99.0}
+
+  def extra(step, epoch, index):
+    return ({"hessian/frobenius_as_in_paper": 10 * (1 + epoch / 2) + seed}
+            if step % (2 * SPE) == 0 else {})
+
+  path = root / folder / f"{name}_g{gamma}_k{k_dirs}_s{seed}"
+  run = write_run(path, config, k=5, zoom_epochs=0.0, extra=extra, evals=evals)
+  for which, values in (evaluation or {}).items():
+    with open(path / f"evaluation_{which}.json", "w", encoding="utf-8") as f:
+      json.dump({"checkpoint": which, "step": 24, "epoch": 3.0, "k": 5, "num_examples": 1024,
+                 "lambda": [values["lambda"], 1.0], "frobenius": 1.0,
+                 "frobenius_as_in_paper": values["fro"], "distance_from_init": values["dist"],
+                 "train/loss": values["loss"], "train/accuracy": 0.9, "valid/loss": 0.5,
+                 "valid/accuracy": 0.8, "test/loss": 0.5, "test/accuracy": values["test"]}, f)
+  return run
+
+
+@pytest.fixture(scope="module")
+def nsgd_runs(root):
+  runs = [nsgd_run(root, "nsgd", 1.0, s, test_acc=TEST_ACC[(1.0, s)]) for s in (0, 1)]
+  for s in (0, 1):  # evaluated post hoc: the JSON values win over the logs
+    ev = {"best": {"fro": 30.0 + 4 * s, "dist": 5.0 + s, "test": 0.86 + 0.02 * s, "loss": 9.0,
+                   "lambda": 50.0 + s},
+          "last": {"fro": 20.0 + 2 * s, "dist": 9.0, "test": 0.1, "loss": 0.2 + 0.02 * s,
+                   "lambda": 40.0}}
+    runs.append(nsgd_run(root, "nsgd", 0.1, s, evaluation=ev))
+  runs.append(nsgd_run(root, "nsgd", None, 0, test_acc=TEST_ACC[("sgd", 0)]))
+  return runs
+
+
+def test_nsgd_table_mean_std_and_sources(nsgd_runs):
+  markdown, latex = figures.nsgd_table(nsgd_runs)
+  rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in markdown.splitlines()
+          if line.startswith("| ") and "---" not in line}
+  assert list(rows) == ["", "γ = 0.1", "γ = 1", "SGD(η = 0.1)"]
+  assert rows[""][3] == "Val. acc. (6) (%)"  # min(50, the last epoch)
+  # From evaluation_*.json: ‖H‖_F best 30/34, final 20/22, test 86/88, loss 0.2/0.22, dist 5/6.
+  assert rows["γ = 0.1"] == ["2", "32.0 ± 2.8 / 21.0 ± 1.4", "87.00 ± 1.41", "79.50 ± 0.71",
+                             "0.210 ± 0.014", "5.50 ± 0.71 |"]
+  # From the logs: ‖H‖_F at epoch 2 (before the best, epoch 3) 20/21 and at epoch 6 40/41.
+  assert rows["γ = 1"] == ["2", "20.5 ± 0.7 / 40.5 ± 0.7†", "81.00 ± 1.41‡", "79.50 ± 0.71",
+                           "0.305 ± 0.007", "3.50 ± 0.71‡ |"]
+  assert rows["SGD(η = 0.1)"][:3] == ["1", "20.0 / 40.0†", "80.00‡"]
+  assert "† some seeds have no evaluation_*.json" in markdown
+  assert "\\toprule" in latex and r"\(\gamma\) = 0.1" in latex and r"87.00 \(\pm\) 1.41" in latex
+  assert "$$" not in latex and "%" not in latex.replace(r"\%", "").split("\n", 1)[1]
+  markdown, _ = figures.nsgd_table(nsgd_runs, val_epoch=2)
+  assert "| 70.50 ± 0.71 |" in markdown
+
+
+def test_nsgd_curves_mean_over_seeds(nsgd_runs):
+  fig = figures.nsgd(nsgd_runs)
+  got = line(fig, "γ = 1/valid/accuracy")
+  seeds = [r for r in nsgd_runs if r.get("optimizer.name") == "nsgd" and r.get("nsgd.gamma") == 1]
+  np.testing.assert_allclose(got.get_ydata(), 100 * np.mean(
+      [r.series("valid/accuracy")[1] for r in seeds], axis=0))
+  fro = line(fig, "γ = 1/hessian/frobenius_top_k")
+  assert fro.get_linestyle() == "--" and fro.axes is not got.axes
+  np.testing.assert_allclose(fro.get_ydata(), np.mean(
+      [r.series("hessian/frobenius_top_k")[1] for r in seeds], axis=0))
+  labels = [t.get_text() for t in got.axes.get_legend().get_texts()]
+  assert labels == ["γ = 0.1 (n=2)", "γ = 1 (n=2)", "SGD(η = 0.1) (n=1)"]
+
+
+@pytest.fixture(scope="module")
+def k_runs(root):
+  return [nsgd_run(root, "k", 0.01, s, k_dirs=k, test_acc=0.8 + 0.01 * k + 0.01 * s)
+          for k in (1, 3) for s in (0, 1)]
+
+
+def test_k_ablation(k_runs, nsgd_runs):
+  runs = k_runs + [nsgd_runs[-1]]
+  fig = figures.nsgd_k_ablation(runs)
+  got = line(fig, "nsgd/0.01/test_accuracy")
+  np.testing.assert_allclose(np.asarray(got.get_xdata(), float), [1, 3])
+  np.testing.assert_allclose(np.asarray(got.get_ydata(), float), [81.5, 83.5])  # errorbar: objects
+  assert line(fig, "SGD(η = 0.1)/test_accuracy").get_ydata()[0] == pytest.approx(80.0)
+  assert fig.axes[0].get_xscale() == "log"
+  markdown, latex = figures.nsgd_table(runs)
+  assert "| γ = 0.01, K = 3 | 2 |" in markdown and "| SGD(η = 0.1) | 1 |" in markdown
+  assert latex.count("\\\\") == 4  # the header and 3 rows
+
+
+# ------------------------------------------------------------------------------------------
+# The script.
+
+def test_script_all_and_one(lr_grid, bs_grid, analysis_run, nsgd_runs, rescaling_runs, gd_run,
+                            k_runs, root, tmp_path):
+  spec = importlib.util.spec_from_file_location("figures_script", SCRIPT)
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  groups = script.find_groups(str(root))
+  assert sorted(groups) == ["analysis", "eos", "grid", "k", "nsgd", "rescaling"]
+  assert len(groups["grid"]) == 6
+  assert script.find_runs([str(root / "grid" / "lr=*")]) == [
+      str(root / "grid" / f"lr={lr}") for lr in (0.01, 0.03, 0.1)]
+  assert len(script.find_runs([str(root / "grid"), str(root / "analysis")])) == 7
+  with pytest.raises(script.app.UsageError, match="nothing matches"):
+    script.find_runs([str(root / "missing")])
+  flags = script.flags.FLAGS
+  try:  # every figure, once, from every group that has what it needs
+    flags(["figures", "--figure=all", f"--runs_root={root}", f"--out={tmp_path}"])
+    script.main(["figures"])
+  finally:
+    flags.unparse_flags()
+  stems = ["general_shape_grid", "noise_grid_grid", "step_loss_change_analysis",
+           "cross_sections_analysis", "alignment_grid", "rescaling_rescaling", "nsgd_nsgd",
+           "nsgd_k", "nsgd_k_k_ablation", "edge_of_stability_eos", "spectral_density_analysis"]
+  figures_written = [str(p) for p in tmp_path.iterdir() if p.suffix in (".png", ".pdf")]
+  assert_saved(figures_written, stems)
+  assert sorted(p.name for p in tmp_path.glob("*_table.*")) == [
+      "nsgd_k_table.md", "nsgd_k_table.tex", "nsgd_nsgd_table.md", "nsgd_nsgd_table.tex"]
+  assert "| γ = 1 | 2 | 20.5 ± 0.7 / 40.5 ± 0.7† |" in (
+      tmp_path / "nsgd_nsgd_table.md").read_text()
