@@ -4,7 +4,8 @@ At each tracking evaluation (scheduled by ``train.Schedule``) the ``Tracker``
 1. draws a fresh sample of N training examples (augmented like the training stream; a fixed
    sample for full-batch gradient descent), as the paper's ``lanczos_aug=True``;
 2. computes the top-k eigenpairs of the Hessian of the mean loss over it (inference mode, with
-   the L2 term) with ``hessian_top_k``, warm-started from the previous eigenvectors;
+   the L2 term) by Lanczos on the dataset HVP, warm-started from the previous eigenvectors
+   (one compiled program serves cold and warm starts);
 3. logs λ_1..λ_k, relative residuals, the HVPs and seconds spent, η·λ_1 against the stability
    threshold 2(1+m) of SGD with momentum m on a quadratic (the edge-of-stability view), the
    fraction of a minibatch gradient's and of the sample gradient's squared norm inside the
@@ -42,6 +43,14 @@ def step_key(seed: int, stream: int, step: int) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), stream), step)
 
 
+def _unit_pairs(params, k: int) -> krylov.Eigenpairs:
+  """Placeholder eigenpairs for a cold start (never used for the start vector, only shaped)."""
+  dtype = krylov.krylov_dtype(params)
+  ones = jax.tree.map(lambda p: jnp.ones((k,) + p.shape, p.dtype), params)
+  return krylov.Eigenpairs(jnp.zeros([k], dtype), ones, jnp.zeros([k], dtype),
+                           jnp.zeros([], jnp.int32))
+
+
 class Tracker:
   """The top-k eigenpairs along a run (see the module docstring); ``previous`` warm-starts."""
 
@@ -52,20 +61,24 @@ class Tracker:
     t = config.tracking
     l2 = config.l2
 
-    def solve(params, model_state, sample, key, init):
+    def solve(params, model_state, sample, key, init, warm):
+      """One program for cold (warm=False) and warm starts: compiled once per run."""
       loss_fn = curvature_loss_fn(model, model_state, l2)
-      pairs = hessian.hessian_top_k(
-          loss_fn, params, sample, key, k=t.k, num_lanczos_steps=t.num_lanczos_steps, init=init,
-          which=t.which, tol=t.tol or None, linearize=t.linearize)
+      start_key, noise_key = jax.random.split(key)
+      v0 = jax.tree.map(lambda w, c: jnp.where(warm, w, c),
+                        tm.cast(krylov.warm_start_vector(init, noise_key), params),
+                        tm.normal_like(start_key, params))
+      matvec = hessian.dataset_hvp(loss_fn, params, sample, linearize=t.linearize)
+      pairs = krylov.top_k_eigenpairs(matvec, v0, t.k, t.num_lanczos_steps, which=t.which,
+                                      tol=t.tol or None)
       g_batch = jax.grad(loss_fn)(params, hessian.first_batch(sample))
       g_sample = hessian.mean_grad(loss_fn, params, sample)
       stats = {
           "grad_fraction_batch": analyses.gradient_fraction_in_subspace(g_batch, pairs.eigvecs),
           "grad_fraction_sample": analyses.gradient_fraction_in_subspace(g_sample,
                                                                           pairs.eigvecs)}
-      if init is not None:
-        stats["overlap_previous"] = analyses.mean_squared_principal_cosine(init.eigvecs,
-                                                                           pairs.eigvecs)
+      overlap = analyses.mean_squared_principal_cosine(init.eigvecs, pairs.eigvecs)
+      stats["overlap_previous"] = jnp.where(warm, overlap, jnp.nan)
       return pairs, stats
 
     self._solve = jax.jit(solve)
@@ -114,10 +127,11 @@ class Tracker:
     """
     c, t = self.config, self.config.tracking
     sample = self.sample(step, t.num_examples, t.batch_size)
-    init = self.previous if t.warm_start else None
+    warm = t.warm_start and self.previous is not None
+    init = self.previous if warm else _unit_pairs(params, t.k)
     start = time.perf_counter()
     pairs, stats = jax.block_until_ready(self._solve(
-        params, model_state, sample, step_key(c.seed, LANCZOS_STREAM, step), init))
+        params, model_state, sample, step_key(c.seed, LANCZOS_STREAM, step), init, warm))
     seconds = time.perf_counter() - start
     lam = np.asarray(pairs.eigvals, np.float64)
     finite = bool(np.all(np.isfinite(lam)))
@@ -129,12 +143,13 @@ class Tracker:
     values.update({
         "hessian/num_hvps": int(pairs.num_matvecs), "hessian/seconds": seconds,
         "hessian/num_examples": int(np.prod(jax.tree.leaves(sample)[0].shape[:2])),
-        "hessian/warm": int(init is not None),
+        "hessian/warm": int(warm),
         "hessian/frobenius_top_k": float(np.sqrt(np.sum(lam ** 2))),
         "eos/eta_lambda_max": learning_rate * lam[0],
         "eos/threshold": 2.0 * (1.0 + momentum),
     })
-    values.update({f"hessian/{k}": float(v) for k, v in stats.items()})
+    values.update({f"hessian/{k}": float(v) for k, v in stats.items()
+                   if np.isfinite(float(v))})
     arrays = {}
     if finite:
       self._analyses(params, model_state, pairs, step, index, learning_rate, values, arrays)

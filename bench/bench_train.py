@@ -1,0 +1,119 @@
+r"""The engine's costs: an NSGD step between refreshes vs an SGD step, and the tracking overhead.
+
+Side by side in one process, on real Fashion-MNIST batches (random ones with --quick):
+1. the jitted train step of ``sharp_dirs.train`` with SGD and with NSGD (K directions given as
+   ``eigenpairs=`` from the tracker, as the paper: no HVP in the step), interleaved, median of
+   ``--repeats`` timings each (target: NSGD within 5% of SGD);
+2. one tracking evaluation at the paper's settings (top-K on N fresh augmented examples,
+   warm-started, tol 1e-3) against one epoch of SGD steps (45k/50k examples), i.e. the fraction
+   of run time spent tracking at the paper's per-epoch frequency.
+
+  .venv/bin/python bench/bench_train.py                       # SimpleCNN root and the MLP
+  .venv/bin/python bench/bench_train.py --quick               # tiny smoke run (CI)
+"""
+
+import json
+import os
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sharp_dirs import config as config_lib
+from sharp_dirs import tracking
+from sharp_dirs import train
+
+_QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes: checks the script runs.")
+_MODELS = flags.DEFINE_list("models", ["simple_cnn_root", "mlp"], "Models to measure.")
+_REPEATS = flags.DEFINE_integer("repeats", 15, "Timed train steps per optimizer.")
+_K = flags.DEFINE_integer("k", 5, "Directions (NSGD) and tracked eigenpairs.")
+_N = flags.DEFINE_integer("num_examples", 2560, "Hessian examples per tracking evaluation.")
+_TRACK_REPEATS = flags.DEFINE_integer("track_repeats", 3, "Warm tracking evaluations timed.")
+
+
+def make_config(model: str):
+  c = config_lib.default_config()
+  c.model = model
+  c.tracking.k = _K.value
+  c.tracking.num_examples = _N.value
+  c.nsgd.num_directions = _K.value
+  if _QUICK.value:
+    c.num_train_examples = 512
+    c.batch_size = 64
+    c.tracking.num_examples = 128
+    c.tracking.batch_size = 64
+    c.tracking.num_lanczos_steps = 10
+    if model == "mlp":
+      c.model_kwargs = config_lib.ConfigDict({"hidden": (32,)})
+  return c
+
+
+def time_call(fn, *args) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  return time.perf_counter() - start
+
+
+def bench_model(model_name: str) -> dict:
+  c = make_config(model_name)
+  run_data = train.load_run_data(c)
+  batches = train.stack_batches(run_data.train, c.batch_size)[0]
+  batch = jax.tree.map(lambda x: jnp.asarray(x[0]), batches)
+  steps, states = {}, {}
+  for name in ("sgd", "nsgd"):
+    c.optimizer.name = name
+    model, tx, tree = train.initial_tree(c, run_data)
+    steps[name] = train.make_train_step(c, model, tx)
+    states[name] = tree["state"]
+  tracker = tracking.Tracker(c, model, run_data)
+  state = jax.tree.map(jnp.copy, states["sgd"])  # the train steps donate their input states
+  pairs, _, _ = tracker.evaluate(state.params, state.model_state, 0, 0, 0.01)  # compile, cold
+  times = {"sgd": [], "nsgd": []}
+  for name in times:  # compile
+    states[name], _ = steps[name](states[name], batch, pairs if name == "nsgd" else None)
+  for _ in range(_REPEATS.value):
+    for name in times:
+      start = time.perf_counter()
+      states[name], metrics = steps[name](states[name], batch,
+                                          pairs if name == "nsgd" else None)
+      jax.block_until_ready(metrics)
+      times[name].append(time.perf_counter() - start)
+  sgd, nsgd = statistics.median(times["sgd"]), statistics.median(times["nsgd"])
+  track = []
+  for i in range(_TRACK_REPEATS.value):
+    start = time.perf_counter()
+    _, values, _ = tracker.evaluate(state.params, state.model_state, i + 1, i + 1, 0.01)
+    track.append((time.perf_counter() - start, values["hessian/num_hvps"]))
+  track_s = statistics.median(t for t, _ in track)
+  steps_per_epoch = train.num_examples(run_data.train) // c.batch_size
+  return {
+      "model": model_name, "params": int(sum(np.size(x) for x in jax.tree.leaves(
+          state.params))),
+      "sgd_step_s": sgd, "nsgd_step_s": nsgd, "nsgd_over_sgd": nsgd / sgd,
+      "tracking_s": track_s, "tracking_hvps": [h for _, h in track],
+      "epoch_s": steps_per_epoch * sgd, "steps_per_epoch": steps_per_epoch,
+      "tracking_fraction": track_s / (track_s + steps_per_epoch * sgd),
+      "tracking_over_epoch": track_s / (steps_per_epoch * sgd),
+  }
+
+
+def main(argv):
+  del argv
+  print(f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores, "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}")
+  for model in _MODELS.value:
+    r = bench_model(model)
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}))
+    print(f"{model}: SGD step {r['sgd_step_s'] * 1e3:.1f} ms, NSGD step "
+          f"{r['nsgd_step_s'] * 1e3:.1f} ms (x{r['nsgd_over_sgd']:.3f}); one tracking "
+          f"evaluation {r['tracking_s']:.1f} s ({r['tracking_hvps']} HVPs) = "
+          f"{r['tracking_over_epoch']:.2f} epochs of SGD -> {100 * r['tracking_fraction']:.0f}% "
+          "of run time at one evaluation per epoch")
+
+
+if __name__ == "__main__":
+  app.run(main)
