@@ -299,13 +299,6 @@ def part1(args, ds):
 # ----------------------------------------------------------------------------------------------
 # Part 2
 
-def warm_vector(eigvecs, key, noise):
-  """warm_start_vector's rule on flat vectors [k, n]: Σ u_i/√k + noise·‖·‖ z/‖z‖."""
-  mean = jnp.sum(eigvecs, axis=0) / np.sqrt(eigvecs.shape[0])
-  z = jax.random.normal(key, mean.shape, mean.dtype)
-  return mean + noise * jnp.linalg.norm(mean) / jnp.linalg.norm(z) * z
-
-
 def lobpcg(matmat, x0, tol, max_iter=50):
   """LOBPCG for the top-k (block = x0's columns), float64 Rayleigh-Ritz, counting HVPs.
 
@@ -416,7 +409,8 @@ def track(args, ds, refresh_every, lr=0.1, noises=(), lobpcg_guards=()):
     warm_diff.append(max(rel_err(prev_lib.eigvals, c.eigvals),
                          rel_err(prev_carry.eigvals[:K], c.eigvals)))
     for nz in noises:
-      out = warm_flat(params, warm_vector(prev_flat[nz], k3, nz))
+      z = jax.random.normal(k3, prev_flat[nz].shape[1:], prev_flat[nz].dtype)
+      out = warm_flat(params, krylov.mix_with_noise(prev_flat[nz], z, nz))
       counts[f"prototype: carry the guard pairs, noise {nz:g}"].append(int(out.num_matvecs))
       prev_flat[nz] = flat_vecs(out, K + 2)
       warm_diff[-1] = max(warm_diff[-1], rel_err(out.eigvals, c.eigvals))
