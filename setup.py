@@ -13,20 +13,22 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["sharp_dirs", "sharp_dirs.*"]),
     python_requires=">=3.10",
+    # Each one is used: imported by sharp_dirs, needed at run time by one that is, or by the
+    # experiment engine (configs, launch scripts, checkpoints, figures).
     install_requires=[
         "jax>=0.4.35",
         "jaxlib>=0.4.35",
-        "flax>=0.10",
-        "optax>=0.2.4",
+        "flax>=0.10",  # sharp_dirs.models
+        "optax>=0.2.4",  # sharp_dirs.nudge
         "numpy>=1.26",
-        "ml-collections>=0.1.1",
-        "absl-py>=2.0",
-        "tensorflow-datasets>=4.9.6",
-        "array_record>=0.5",
-        "importlib_resources>=6.0",
-        "matplotlib>=3.8",
-        "orbax-checkpoint>=0.6",
-        "rdata>=0.11",
+        "ml-collections>=0.1.1",  # configs/ (experiment engine)
+        "absl-py>=2.0",  # experiments/ flags and logging
+        "tensorflow-datasets>=4.9.6",  # sharp_dirs.data
+        "array_record>=0.5",  # tfds data sources read array_record files
+        "importlib_resources>=6.0",  # tfds' download_and_prepare imports it (our builder)
+        "matplotlib>=3.8",  # figures
+        "orbax-checkpoint>=0.6",  # resumable runs
+        "rdata>=0.11",  # the Jane Austen corpus (.rda files, no R)
     ],
     extras_require={"test": ["pytest>=8.0", "scipy>=1.11", "tensorboard"]},
 )
