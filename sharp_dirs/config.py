@@ -34,6 +34,7 @@ class ConfigError(ValueError):
 def default_config() -> ConfigDict:
   """Every field with the paper's default (SimpleCNN root, plain SGD, per-epoch top-5)."""
   c = ConfigDict()
+  c.scale = "paper"  # "cpu" for the reduced-scale variants (figure titles say which)
   c.seed = 0  # init, data order, augmentation, Hessian samples, dropout: all derived from it
 
   # Data.
@@ -285,6 +286,7 @@ def cpu_scale(c: ConfigDict, *, num_epochs: int = 10) -> ConfigDict:
   training examples, Hessian samples of 1,024 examples (the paper: 2,560), 2,000-example
   evaluation sets, and ``num_epochs`` epochs.
   """
+  c.scale = "cpu"
   c.dataset = "fashion_mnist"
   c.model = "mlp"
   c.model_kwargs = ConfigDict({"hidden": (256, 256)})  # --config.model_kwargs.hidden=(64,)

@@ -100,14 +100,16 @@ def _thousands(n: int) -> str:
 def describe(runs: Sequence[Run]) -> str:
   """"MLP, Fashion-MNIST (10k), CPU scale": model, data (subset size) and scale of the runs.
 
-  CPU scale is ``sharp_dirs.config.cpu_scale``'s MLP; other models are the paper's.
+  The scale is the config's ``scale`` ("cpu" from ``sharp_dirs.config.cpu_scale``, else
+  "paper"); runs logged before that field existed count the MLP as CPU scale.
   """
   parts = []
   for run in runs:
     model = run.config.get("model", "?")
     data = DATASET_NAMES.get(run.config.get("dataset"), run.config.get("dataset", "?"))
     n = run.config.get("num_train_examples") or 0
-    scale = "CPU scale" if model == "mlp" else "paper scale"
+    scale = run.config.get("scale") or ("cpu" if model == "mlp" else "paper")
+    scale = "CPU scale" if scale == "cpu" else "paper scale"
     text = f"{MODEL_NAMES.get(model, model)}, {data}{f' ({_thousands(n)})' if n else ''}, {scale}"
     if text not in parts:
       parts.append(text)
