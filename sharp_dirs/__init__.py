@@ -2,7 +2,10 @@
 
 Curvature core (pure functions on pytrees; the boundary is ``loss_fn(params, batch) -> scalar``):
 Hessian-vector products, Lanczos, top-k eigenpairs with residuals, warm-started tracking,
-Hutchinson estimators and spectral density; Nudged SGD as an optax transformation.
+Hutchinson estimators and spectral density; Nudged SGD as an optax transformation; the paper's
+analyses (loss change along e_i, cross-sections, gradient alignment, subspace overlaps); run
+directories and their reader. The experiment engine is ``sharp_dirs.train.train_and_evaluate``
+(it loads flax and the data on first use), its configs ``sharp_dirs.config``.
 """
 
 from sharp_dirs.krylov import Eigenpairs
@@ -25,5 +28,13 @@ from sharp_dirs.nudge import rescale_along
 from sharp_dirs.nudge import scale_by_nudge
 from sharp_dirs.nudge import nudged_sgd
 from sharp_dirs.nudge import ScaleByNudgeState
+from sharp_dirs.analyses import cross_section
+from sharp_dirs.analyses import cross_section_width
+from sharp_dirs.analyses import gradient_alignment
+from sharp_dirs.analyses import gradient_fraction_in_subspace
+from sharp_dirs.analyses import random_alignment_baseline
+from sharp_dirs.analyses import step_loss_change
+from sharp_dirs.analyses import subspace_overlap
+from sharp_dirs.metrics_io import read_run
 from sharp_dirs import data  # lazy: see sharp_dirs/data/__init__.py
 from sharp_dirs import models  # lazy: the flax models and the loss boundary (make_loss_fn, ...)
