@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install data test demo bench clean
+.PHONY: install data test demo figures bench clean
 
 install: $(VENV)/.installed data
 
@@ -34,6 +34,21 @@ test: install
 demo: install
 	$(PYTHON) experiments/demo.py
 
+# Every figure of the gallery from CPU-scale runs on real Fashion-MNIST (runs/cpu, about an hour
+# on 2 CPU cores; finished runs are reused, killed ones resume). Paper scale: see the README.
+CPU_RUNS := runs/cpu
+figures: install
+	$(PYTHON) experiments/sweep.py --config=configs/noise_grid.py:cpu --workdir=$(CPU_RUNS)/noise_grid
+	$(PYTHON) experiments/sweep.py --config=configs/general_shape.py:cpu --workdir=$(CPU_RUNS)/general_shape --sweep=seed=0
+	$(PYTHON) experiments/sweep.py --config=configs/sharp_analysis.py:cpu --workdir=$(CPU_RUNS)/sharp_analysis --sweep=seed=0
+	$(PYTHON) experiments/sweep.py --config=configs/alignment.py:cpu --workdir=$(CPU_RUNS)/alignment
+	$(PYTHON) experiments/sweep.py --config=configs/rescaling.py:cpu --workdir=$(CPU_RUNS)/rescaling \
+	  --set=init_from=$(CPU_RUNS)/noise_grid/optimizer.learning_rate=0.01
+	$(PYTHON) experiments/sweep.py --config=configs/nsgd.py:cpu --workdir=$(CPU_RUNS)/nsgd
+	$(PYTHON) experiments/evaluate.py --workdir='$(CPU_RUNS)/nsgd/*' --k=10 --num_examples=1024 --num_probes=20
+	$(PYTHON) experiments/sweep.py --config=configs/edge_of_stability.py:cpu --workdir=$(CPU_RUNS)/edge_of_stability
+	$(PYTHON) experiments/figures.py --figure=all --runs_root=$(CPU_RUNS) --out=figures
+
 # The commands recorded in bench/RESULTS.md (bench_curvature.py without --quick is the long,
 # thorough version).
 bench: install
@@ -41,6 +56,7 @@ bench: install
 	$(PYTHON) bench/bench_curvature.py --quick
 	$(PYTHON) bench/bench_hessian_solve.py --examples 256 --steps 20 --repeats 3
 	$(PYTHON) bench/bench_input_pipeline.py
+	$(PYTHON) bench/bench_train.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -5,6 +5,8 @@ r"""Runs a grid of one config: every combination of dotted overrides, one after 
       --sweep=nsgd.gamma=1,0.1,0.01 --sweep=seed=0,1,2
   python experiments/sweep.py --config=configs/nsgd.py --workdir=runs/nsgd \
       --sweep=nsgd.gamma=1,0.1,0.01 --print_only     # one train.py command per run (cluster)
+  python experiments/sweep.py --config=configs/rescaling.py:cpu --workdir=runs/rescaling \
+      --set=init_from=runs/grid_cpu/optimizer.learning_rate=0.01   # the same for every run
 
 Without ``--sweep`` the config module's ``get_sweep(variant)`` gives the grid (the paper's).
 Each run writes ``<workdir>/<field=value,...>``; finished runs are skipped, killed ones resume.
@@ -26,6 +28,7 @@ _CONFIG = flags.DEFINE_string("config", None, "Config file, configs/<name>.py[:v
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs.")
 _SWEEP = flags.DEFINE_multi_string(
     "sweep", [], "field=v1,v2,... (repeat the flag for a cartesian product).")
+_SET = flags.DEFINE_multi_string("set", [], "field=value applied to every run of the grid.")
 _PRINT_ONLY = flags.DEFINE_bool("print_only", False, "Print one command per run, run nothing.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -79,12 +82,18 @@ def main(argv):
     if not hasattr(module, "get_sweep"):
       raise app.UsageError(f"{path} has no get_sweep(): pass --sweep=field=v1,v2,...")
     grid = module.get_sweep(variant or None)
+  fixed = {}
+  for spec in _SET.value:
+    field, sep, value = spec.partition("=")
+    if not sep:
+      raise app.UsageError(f"--set={spec!r}: expected field=value")
+    fixed[field.strip()] = _value(value.strip())
   train_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
   for overrides in grid:
     workdir = os.path.join(_WORKDIR.value, run_name(overrides))
     if _PRINT_ONLY.value:
       args = [sys.executable, train_py, f"--config={_CONFIG.value}", f"--workdir={workdir}"]
-      args += [f"--config.{k}={v}" for k, v in overrides.items()]
+      args += [f"--config.{k}={v}" for k, v in {**fixed, **overrides}.items()]
       print(" ".join(shlex.quote(a) for a in args))
       continue
     status_path = os.path.join(workdir, "status.json")
@@ -95,7 +104,7 @@ def main(argv):
           continue
     from sharp_dirs import train  # pylint: disable=g-import-not-at-top
     config = module.get_config(variant or None)
-    for k, v in overrides.items():
+    for k, v in {**fixed, **overrides}.items():
       set_field(config, k, v)
     logging.info("Run %s", workdir)
     status = train.train_and_evaluate(config, workdir)
