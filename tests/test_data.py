@@ -495,6 +495,48 @@ def test_real_austen():
   assert 0 < (ds.train["ids"] == 0).mean() < 0.02  # <unk> is rare with 10k words
 
 
+def test_corrupt_or_inconsistent_sources_raise_named_errors(tmp_path):
+  """The ValueError sites of the readers: truncated IDX, mismatched IDX pairs, a lazy-load
+  record whose size disagrees with its header, and a vocabulary too small for its specials."""
+  path = str(tmp_path / "short.gz")
+  fashion_mnist.write_idx(path, np.zeros((4, 28, 28), np.uint8))
+  with gzip.open(path, "rb") as f:
+    raw = f.read()
+  with gzip.open(path, "wb") as f:
+    f.write(raw[:-5])  # 5 bytes short of what the header announces
+  with pytest.raises(ValueError, match=r"header says \(4, 28, 28\), found 3131 bytes"):
+    fashion_mnist.read_idx(path)
+  idx_dir, _ = _tiny_idx_dir(tmp_path, num_train=6, num_test=2)
+  fashion_mnist.write_idx(f"{idx_dir}/train-labels-idx1-ubyte.gz", np.zeros(5, np.uint8))
+  with pytest.raises(ValueError, match=r"images \(6, 28, 28\) and labels \(5,\) do not match"):
+    next(fashion_mnist.FashionMnistIdx._generate_examples(None, idx_dir, "train"))
+  prefix = str(tmp_path / "Rdata")
+  _write_lazyload_db(prefix, {"novel": np.array(["a line"], dtype=object)})
+  with open(prefix + ".rdb", "r+b") as f:
+    f.write(struct.pack(">I", 7))  # the record's announced uncompressed size
+  with pytest.raises(ValueError, match="record novel has .* bytes, expected 7"):
+    text.read_lazyload_db(prefix)
+  with pytest.raises(ValueError, match="vocab_size=1 < 2 special tokens"):
+    text.build_vocab(["a", "b"], 1)
+
+
+def test_pipeline_argument_errors():
+  split = _toy_split(16)
+  with pytest.raises(ValueError, match="fresh=True needs a PRNG key"):
+    pipeline.hessian_sample(split, None, num_examples=8, batch_size=4)
+  with pytest.raises(ValueError, match="preprocessing must be 'center', '01' or 'none'"):
+    pipeline._image_dataset("fashion_mnist", {"image": np.zeros((4, 2, 2, 1), np.uint8),
+                                              "label": np.zeros(4, np.int32)},
+                            {"image": np.zeros((2, 2, 2, 1), np.uint8),
+                             "label": np.zeros(2, np.int32)},
+                            10, data_seed=0, num_valid=1, preprocessing="zscore")
+  with pytest.raises(ValueError, match=r"num_valid=10 must be in \[0, 10\)"):
+    pipeline.train_valid_split(10, 10, 0)
+  two_devices = jax.sharding.AbstractMesh((2,), ("data",))  # the check needs only the shape
+  with pytest.raises(ValueError, match="batch dimension 3 is not divisible by the 2 devices"):
+    pipeline.shard_batch({"x": np.zeros((3, 2))}, two_devices)
+
+
 def test_ptb_reader(tmp_path):
   for split, lines in (("train", "the cat <unk> sat\nthe dog sat\n"), ("valid", "the bird\n"),
                        ("test", "a cat\n")):

@@ -191,6 +191,13 @@ def test_bad_batches_are_named():
   with pytest.raises(ValueError, match="batches has no arrays"):
     hessian.dataset_hvp(loss_fn, params, {})
   assert hessian.check_batches(batches) == (3, 8)
+  with pytest.raises(ValueError, match="same leading .num_batches. axis, got sizes"):
+    hessian.num_batches({"x": batches["x"], "y": batches["y"][:2]})
+  pairs = solve(batches)
+  wrong = pairs._replace(eigvecs={**pairs.eigvecs, "dense2": {
+      "bias": pairs.eigvecs["dense2"]["bias"][:, :2], "kernel": pairs.eigvecs["dense2"]["kernel"]}})
+  with pytest.raises(ValueError, match=r"Leaf \['dense2'\]\['bias'\] has shape \(1, 3\)"):
+    hessian.hessian_top_k(loss_fn, params, batches, key, k=1, num_lanczos_steps=4, init=wrong)
 
 
 def test_bad_options_are_named():

@@ -465,6 +465,11 @@ def test_clear_errors():
   wrong = pairs._replace(eigvecs={"w": pairs.eigvecs["w"][:, :2], "b": pairs.eigvecs["b"]})
   with pytest.raises(ValueError, match="expected"):
     tx.update(g, state, eigenpairs=wrong)
+  wrong = pairs._replace(eigvecs={"w": pairs.eigvecs["w"], "b": pairs.eigvecs["b"][:2]})
+  with pytest.raises(ValueError, match=r"same leading axis, got \[2, 3\]"):
+    tx.update(g, state, eigenpairs=wrong)
+  with pytest.raises(ValueError, match=r"factors must be a scalar or have shape \[3\]"):
+    sharp_dirs.rescale_along(pairs.eigvecs, g, jnp.ones(2))
   with pytest.raises(ValueError, match="at least num_directions"):
     sharp_dirs.scale_by_nudge(4).update(g, sharp_dirs.scale_by_nudge(4).init(LIKE),
                                         eigenpairs=pairs)
