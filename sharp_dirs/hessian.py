@@ -227,7 +227,7 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
       leaves disagree on axes 0 and 1, a non-scalar loss, or ``init`` of another structure.
     TypeError: k or num_lanczos_steps not a Python int.
     FloatingPointError: the Hessian-vector products were not finite (checked when called
-      outside jit).
+      outside jit; inside a jit the eigenvalues and residuals are NaN instead).
   """
   check_batches(batches)
   check_scalar_loss(loss_fn, params, first_batch(batches))

@@ -15,7 +15,9 @@ Numerics:
 - with ``tol`` the loop stops as soon as the k wanted Ritz pairs, and ``num_guard`` more, have
   relative residual ≤ tol, so ``num_matvecs`` counts only the Hessian-vector products actually
   spent. A small residual certifies *an* eigenpair, not the k-th largest: an eigenvalue close
-  below λ_k may not have entered the Krylov space yet; converged guard pairs make that unlikely.
+  below λ_k may not have entered the Krylov space yet; converged guard pairs make that unlikely;
+- a non-finite matvec (NaN or inf, e.g. from a diverged loss) makes every eigenvalue and
+  residual that ``top_k_eigenpairs`` returns NaN, never finite-looking numbers.
 """
 
 import math
