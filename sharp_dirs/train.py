@@ -31,6 +31,7 @@ import optax
 
 from sharp_dirs import checkpoint as checkpoint_lib
 from sharp_dirs import config as config_lib
+from sharp_dirs import distributed
 from sharp_dirs import krylov
 from sharp_dirs import metrics_io
 from sharp_dirs import nudge
@@ -171,8 +172,12 @@ def nsgd_uses_tracker(config) -> bool:
           and config.nsgd.eigenpairs_from == "tracker")
 
 
-def make_train_step(config, model, tx):
-  """jit((state, batch, eigenpairs) -> (state, metrics)), the state donated."""
+def make_train_step(config, model, tx, placement: Optional[distributed.Placement] = None):
+  """jit((state, batch, eigenpairs) -> (state, metrics)), the state donated.
+
+  With a ``placement`` the batch is split over the mesh's data axis and the state keeps its
+  shardings (``distributed.Placement.jit``).
+  """
   l2 = config.l2
   in_step = (config.optimizer.name == "nsgd" and config.nsgd.rule != "random"
              and config.nsgd.eigenpairs_from == "train_batch")
@@ -212,12 +217,16 @@ def make_train_step(config, model, tx):
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          model_state=model_state), metrics
 
-  return jax.jit(step, donate_argnums=0)
+  if placement is None:
+    return jax.jit(step, donate_argnums=0)
+  return placement.jit(
+      step, donate_argnums=0, batch_argnums={1: 1 if config.full_batch else 0},
+      out_shardings_fn=lambda args: (placement.tree_shardings(args[0], args[0].params),
+                                     placement.replicated))
 
 
-def make_eval_step(model):
+def make_eval_step(model, placement: Optional[distributed.Placement] = None):
   """jit((params, model_state, batch, mask [B]) -> (Σ mask·CE, Σ mask·correct)); CE without L2."""
-  @jax.jit
   def eval_step(params, model_state, batch, mask):
     logits = model_loss.predict(model, params, model_state, batch[model.input_key])
     labels = batch[model.target_key]
@@ -225,7 +234,10 @@ def make_eval_step(model):
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     per_example = lambda x: x.reshape(x.shape[0], -1).mean(axis=1)
     return jnp.sum(per_example(ce) * mask), jnp.sum(per_example(correct) * mask)
-  return eval_step
+  if placement is None:
+    return jax.jit(eval_step)
+  return placement.jit(eval_step, batch_argnums={2: 0, 3: 0},
+                       out_shardings_fn=lambda args: placement.replicated)
 
 
 def evaluate(eval_step, params, model_state, stacked) -> tuple[float, float]:
@@ -331,11 +343,14 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
     "early_stopped" | "stopped", "step", "reason", "last": the last logged values}.
   """
   config_lib.validate(config)
+  placement = distributed.placement_from_config(config)  # None: one device
   run_data = load_run_data(config)
   model, tx, tree = initial_tree(config, run_data)
+  if placement is not None:  # before restoring: orbax restores onto the target's shardings
+    tree = placement.put_tree(tree, tree["init_params"])
   schedule = make_schedule(config, num_examples(run_data.train))
   is_main = jax.process_index() == 0
-  tracker = tracking.Tracker(config, model, run_data)
+  tracker = tracking.Tracker(config, model, run_data, placement=placement)
   checkpoints = checkpoint_lib.Checkpoints(workdir, config.keep_checkpoints)
   loop = LoopState()
   pairs = nsgd_pairs = None
@@ -355,15 +370,17 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
   writer = metrics_io.MetricWriter(workdir, active=is_main,
                                    resume_step=start_step if restored is not None else None)
   writer.write_json("config.json", config.to_dict())
-  train_step = make_train_step(config, model, tx)
-  eval_step = make_eval_step(model)
+  train_step = make_train_step(config, model, tx, placement)
+  eval_step = make_eval_step(model, placement)
   eval_sets = {
       "train": stack_batches(run_data.train, config.eval.batch_size,
                              config.eval.num_train_examples),
       "valid": stack_batches(run_data.valid, config.eval.batch_size, config.eval.max_examples),
       "test": stack_batches(run_data.test, config.eval.batch_size, config.eval.max_examples)}
-  full_batch = (stack_batches(run_data.train, config.batch_size)[0] if config.full_batch
-                else None)
+  full_batch = (jax.device_put(stack_batches(run_data.train, config.batch_size)[0])
+                if config.full_batch else None)
+  if placement is not None and full_batch is not None:
+    full_batch = placement.put_batch(full_batch, batch_dim=1)
   batches = _batch_iterator(config, run_data, schedule, start_step)
 
   status = {"status": "finished", "reason": ""}
@@ -404,9 +421,10 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
           values[f"{name}/loss"], values[f"{name}/accuracy"] = evaluate(
               eval_step, state.params, state.model_state, stacked)
         values["learning_rate"] = config.optimizer.learning_rate * loop.lr_multiplier
+        multiplier = loop.lr_multiplier
         loop, is_best, stop = update_protocol(loop, config, step, values["valid/loss"],
                                               values["valid/accuracy"])
-        if loop.lr_multiplier != values["learning_rate"] / config.optimizer.learning_rate:
+        if loop.lr_multiplier != multiplier:
           state = state.replace(opt_state=set_lr_multiplier(state.opt_state,
                                                             loop.lr_multiplier))
         log(step, values)
