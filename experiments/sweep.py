@@ -16,6 +16,7 @@ import ast
 import importlib.util
 import itertools
 import json
+import logging as pylogging
 import os
 import shlex
 import sys
@@ -100,17 +101,18 @@ def main(argv):
     if os.path.exists(status_path):
       with open(status_path, encoding="utf-8") as f:
         if json.load(f).get("status") in ("finished", "early_stopped", "diverged"):
-          logging.info("%s: done already, skipped.", workdir)
+          print(f"{workdir}: done already, skipped.", flush=True)
           continue
     from sharp_dirs import train  # pylint: disable=g-import-not-at-top
     config = module.get_config(variant or None)
     for k, v in {**fixed, **overrides}.items():
       set_field(config, k, v)
-    logging.info("Run %s", workdir)
+    print(f"Run {workdir}", flush=True)
     status = train.train_and_evaluate(config, workdir)
     print(json.dumps({"workdir": workdir, "status": status["status"], "step": status["step"]}))
 
 
 if __name__ == "__main__":
-  logging.set_verbosity(logging.INFO)
+  logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+  pylogging.getLogger("sharp_dirs").setLevel(pylogging.INFO)  # the run's progress
   app.run(main)

@@ -9,6 +9,7 @@ directory that already holds checkpoints is resumed. Multi-host: see ``--coordin
 """
 
 import json
+import logging as pylogging
 import sys
 
 from absl import app
@@ -31,7 +32,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
+  logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
+  pylogging.getLogger("sharp_dirs").setLevel(pylogging.INFO)  # the run's progress
   try:
     status = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                       stop_at_step=_STOP_AT_STEP.value)

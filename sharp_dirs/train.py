@@ -17,12 +17,12 @@ Everything is logged to a run directory (``sharp_dirs.metrics_io``). Only this m
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 import time
 from typing import Any, Optional
 
-from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,7 @@ from sharp_dirs.models import loss as model_loss
 from sharp_dirs.models import registry
 
 PyTree = Any
+logger = logging.getLogger(__name__)  # progress at INFO; the launchers show it, quiet elsewhere
 
 
 @flax.struct.dataclass
@@ -361,7 +362,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
     loop = LoopState(**meta["loop"])
     pairs = tree["pairs"] if meta["has_pairs"] else None
     nsgd_pairs = tree["nsgd_pairs"] if meta["has_nsgd_pairs"] else None
-    logging.info("Resuming %s from step %d.", workdir, start_step)
+    logger.info("Resuming %s from step %d.", workdir, start_step)
   elif config.init_from:
     tree = _init_from(config, tree)
   state, init_params = tree["state"], tree["init_params"]
@@ -387,7 +388,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
   last = {}
   step = start_step
   started, steps_done = time.perf_counter(), 0
-  window = []
+  window, window_started = [], started
   pending = None  # (step, loss) of the previous train step, checked one step late
   lam_text = "—"
 
@@ -428,7 +429,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
           state = state.replace(opt_state=set_lr_multiplier(state.opt_state,
                                                             loop.lr_multiplier))
         log(step, values)
-        logging.info("step %d (epoch %.2f): train loss %.4f acc %.4f, valid loss %.4f acc %.4f,"
+        logger.info("step %d (epoch %.2f): train loss %.4f acc %.4f, valid loss %.4f acc %.4f,"
                      " test acc %.4f, λ_1 %s", step, schedule.epoch(step), values["train/loss"],
                      values["train/accuracy"], values["valid/loss"], values["valid/accuracy"],
                      values["test/accuracy"], lam_text)
@@ -466,13 +467,14 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
     pending = (step, metrics["loss"])
     if step % config.log_every_steps == 0 or step == schedule.total_steps:
       means = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]}
-      window = []
+      now = time.perf_counter()
+      rate = len(window) * config.batch_size / (now - window_started)  # tracking included
+      window, window_started = [], now
       if not math.isfinite(means["loss"]):
         continue  # reported at the next step's check, with its exact step
-      elapsed = time.perf_counter() - started
-      rate = steps_done * config.batch_size / elapsed
+      elapsed = now - started
       log(step, {f"train/batch_{k}": v for k, v in means.items()})
-      logging.info("step %d/%d (epoch %.2f)  %.0f examples/s  loss %.4f  λ_1 %s  left %s",
+      logger.info("step %d/%d (epoch %.2f)  %.0f examples/s  loss %.4f  λ_1 %s  left %s",
                    step, schedule.total_steps, schedule.epoch(step), rate, means["loss"],
                    lam_text, _format_eta(elapsed / steps_done * (schedule.total_steps - step)))
 
@@ -487,7 +489,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
   writer.close()
   checkpoints.close()
   if status["status"] == "diverged":
-    logging.warning("Run %s diverged: %s", workdir, status["reason"])
+    logger.warning("Run %s diverged: %s", workdir, status["reason"])
   return status
 
 
@@ -550,6 +552,6 @@ def _init_from(config, tree):
   _, other, _ = restored
   state = tree["state"].replace(params=other["state"].params,
                                 model_state=other["state"].model_state)
-  logging.info("Initialized from %s (step %d).", config.init_from, restored[0])
+  logger.info("Initialized from %s (step %d).", config.init_from, restored[0])
   return {**tree, "state": state,
           "init_params": jax.tree.map(jnp.copy, other["state"].params)}
