@@ -17,6 +17,7 @@ from sharp_dirs.hessian import dataset_hvp
 from sharp_dirs.hessian import gnvp
 from sharp_dirs.hessian import hessian_top_k
 from sharp_dirs.hessian import hvp
+from sharp_dirs.conv_layout import canonicalize_convs
 from sharp_dirs.spectral import density_on_grid
 from sharp_dirs.spectral import frobenius_norm
 from sharp_dirs.spectral import frobenius_norm_as_in_paper

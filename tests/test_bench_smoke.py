@@ -20,6 +20,6 @@ def test_bench_user_conv_quick(capsys):
   bench = load_script("bench_user_conv")
   rows = bench.main(["--quick", "--models", "mlp", "--num-batches", "2"])
   out = capsys.readouterr().out
-  assert "| mlp | hessian_top_k, default (CPU: canonical convs) |" in out
+  assert "| mlp | hessian_top_k, default (CPU: canonical_convs on) |" in out
   assert len(rows) == 1 + len(bench.PATHS)
   assert all(math.isfinite(row[2]) and row[2] >= 0 for row in rows)
