@@ -54,6 +54,8 @@ from sharp_dirs.types import PyTree
 RULES = ("constant", "remove", "only_top", "random", "stability")
 VARIANTS = ("nudge_gradient", "nudge_velocity", "nudge_both")
 STATIC_ARGS = ("num_directions", "num_lanczos_steps")
+# update(..., eigenpairs=KEEP): keep the directions in the state (no refresh, no copy).
+KEEP = "keep"
 
 
 class ScaleByNudgeState(NamedTuple):
@@ -269,6 +271,11 @@ def _make_nudge(num_directions, *, gamma, rule, refresh_every, burnin_steps, num
     if rule == "random":
       due = due_now(state.count)
       return jax.lax.cond(due, lambda s: random_refresh(s, updates), lambda s: s, state)
+    if isinstance(eigenpairs, str):
+      if eigenpairs != KEEP or obj_fn is not None:
+        raise ValueError(f"eigenpairs={eigenpairs!r}: pass an Eigenpairs, or KEEP "
+                         f"({KEEP!r}) without obj_fn to keep the current directions.")
+      return state
     if obj_fn is None and eigenpairs is None:
       raise ValueError(
           f"scale_by_nudge(rule={rule!r}) needs the curvature: pass obj_fn= (a function of the "
@@ -363,7 +370,10 @@ def scale_by_nudge(
     recomputed by Lanczos (``lax.cond`` on the count: other steps cost no HVP), warm-started
     from the previous eigenvectors after the first refresh.
   - ``eigenpairs``: an ``Eigenpairs`` computed elsewhere (leaves ``[n >= k, *param.shape]``);
-    its first k pairs are used as given, at every step.
+    its first k pairs replace the state's directions. Between refreshes pass
+    ``eigenpairs=sharp_dirs.nudge.KEEP`` to keep the state's directions: the step then costs
+    only the projection, where passing the same Eigenpairs again copies and checks all k·D
+    entries at every step (2× an SGD step for an MLP on a CPU, bench/bench_train.py).
 
   Exactly one of the two is needed, except with ``rule="random"``, which needs neither (and
   ignores both, so a control run can share the train step). During the first ``burnin_steps``

@@ -63,6 +63,7 @@ class LoopState:
   early_stop_wait: int = 0
   best_step: int = -1
   num_trackings: int = 0
+  directions_given: int = 0  # tracker solves handed to NSGD (freeze_directions: only one)
 
 
 # ------------------------------------------------------------------------------------------
@@ -207,8 +208,8 @@ def make_train_step(config, model, tx, placement: Optional[distributed.Placement
     accuracy = aux[2] if config.full_batch else model_loss.accuracy(
         aux[1], batch[model.target_key])
     extra = {}
-    if eigenpairs is not None:
-      extra["eigenpairs"] = eigenpairs
+    if nsgd_uses_tracker(config):  # new directions after a tracker solve, else keep the state's
+      extra["eigenpairs"] = nudge.KEEP if eigenpairs is None else eigenpairs
     if in_step:
       curvature = tracking.curvature_loss_fn(model, state.model_state, l2)
       extra["obj_fn"] = lambda p: curvature(p, batch)
@@ -354,14 +355,14 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
   tracker = tracking.Tracker(config, model, run_data, placement=placement)
   checkpoints = checkpoint_lib.Checkpoints(workdir, config.keep_checkpoints)
   loop = LoopState()
-  pairs = nsgd_pairs = None
+  pairs = new_directions = None  # the tracker's last eigenpairs; those not yet given to NSGD
   restored = checkpoints.restore(tree)
   start_step = 0
   if restored is not None:
     start_step, tree, meta = restored
     loop = LoopState(**meta["loop"])
     pairs = tree["pairs"] if meta["has_pairs"] else None
-    nsgd_pairs = tree["nsgd_pairs"] if meta["has_nsgd_pairs"] else None
+    new_directions = tree["new_directions"] if meta["has_new_directions"] else None
     logger.info("Resuming %s from step %d.", workdir, start_step)
   elif config.init_from:
     tree = _init_from(config, tree)
@@ -399,7 +400,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
 
   def save(step, tree_now):
     meta = {"loop": dataclasses.asdict(loop), "has_pairs": pairs is not None,
-            "has_nsgd_pairs": nsgd_pairs is not None}
+            "has_new_directions": new_directions is not None}
     checkpoints.save(step, tree_now, meta)
 
   while True:
@@ -414,8 +415,9 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
         log(step, values)
         for name, arr in arrays.items():
           writer.write_arrays(step, name, arr)
-        if nsgd_uses_tracker(config) and not (config.nsgd.freeze_directions and nsgd_pairs):
-          nsgd_pairs = pairs
+        if nsgd_uses_tracker(config) and not (config.nsgd.freeze_directions and
+                                              loop.directions_given):
+          new_directions = pairs
       if schedule.every_epochs(step, config.eval.every_epochs):
         values = {"distance_from_init": float(tm.norm(tm.sub(state.params, init_params)))}
         for name, stacked in eval_sets.items():
@@ -444,7 +446,8 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
               step == schedule.total_steps) or status["status"] != "finished":
         save(step, {"state": state, "init_params": init_params,
                     "pairs": pairs if pairs is not None else tree["pairs"],
-                    "nsgd_pairs": nsgd_pairs if nsgd_pairs is not None else tree["nsgd_pairs"]})
+                    "new_directions": (new_directions if new_directions is not None
+                                       else tree["new_directions"])})
     if step >= schedule.total_steps or status["status"] != "finished":
       break
     if stop_at_step is not None and step >= stop_at_step:
@@ -452,7 +455,10 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
       break
 
     batch = full_batch if config.full_batch else next(batches)
-    state, metrics = train_step(state, batch, nsgd_pairs)
+    state, metrics = train_step(state, batch, new_directions)
+    if new_directions is not None:
+      new_directions = None
+      loop.directions_given += 1
     step += 1
     steps_done += 1
     window.append(metrics)
@@ -497,14 +503,15 @@ def initial_tree(config, run_data: RunData):
   """(model, optimizer, the checkpointed pytree at initialization).
 
   The tree: {"state": TrainState, "init_params", "pairs": the tracker's last Eigenpairs,
-  "nsgd_pairs": NSGD's directions} (zeros until computed; the checkpoint's JSON says which).
+  "new_directions": eigenpairs not yet given to NSGD} (zeros until computed; the checkpoint's JSON
+  says which). NSGD's current directions live in its optimizer state.
   """
   model, params, model_state = build_model(config, jax.tree.map(lambda x: x[:2], run_data.train))
   tx = make_optimizer(config)
   state = TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), model_state)
   k = config.tracking.k
   return model, tx, {"state": state, "init_params": jax.tree.map(jnp.copy, params),
-                     "pairs": _zeros_pairs(params, k), "nsgd_pairs": _zeros_pairs(params, k)}
+                     "pairs": _zeros_pairs(params, k), "new_directions": _zeros_pairs(params, k)}
 
 
 def restore_run(workdir: str, which: str = "latest"):
