@@ -5,7 +5,16 @@ r"""Launches one experiment: ``train_and_evaluate(config, workdir)`` from a conf
       --config.nsgd.gamma=0.01 --config.seed=1
 
 ``--config.a.b=value`` overrides any field (see sharp_dirs/config.py for all of them). A run
-directory that already holds checkpoints is resumed. Multi-host: see ``--coordinator_address``.
+directory that already holds checkpoints is resumed.
+
+Devices: the run uses a mesh over all devices (``--config.mesh.data=-1``, the default; batches
+split over them, see ``sharp_dirs.distributed``). Multi-host: start the same command on every
+host with ``jax.distributed``'s coordinates, or ``--distributed`` on a cluster jax detects
+(SLURM, Open MPI, Cloud TPU, GKE); every host writes to the same (shared) workdir, only process
+0 writes logs:
+
+  python experiments/train.py --config=configs/nsgd.py --workdir=/shared/runs/nsgd \
+      --coordinator_address=host0:1234 --num_processes=2 --process_id=0   # 1 on the other host
 """
 
 import json
@@ -19,6 +28,7 @@ import jax
 from ml_collections import config_flags
 
 from sharp_dirs import config as config_lib
+from sharp_dirs import distributed
 from sharp_dirs import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).",
@@ -26,6 +36,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (logs, checkpoints).")
 _STOP_AT_STEP = flags.DEFINE_integer("stop_at_step", None,
                                      "Stop after this many steps (resume later).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-host: host:port of process 0's coordinator "
+    "(jax.distributed.initialize); with --num_processes and --process_id.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id, from 0.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-host with auto-detected coordinates (jax.distributed.initialize"
+    "() on SLURM, Open MPI, Cloud TPU, GKE).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,12 +53,18 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
   pylogging.getLogger("sharp_dirs").setLevel(pylogging.INFO)  # the run's progress
   try:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                           auto=_DISTRIBUTED.value)
+  except ValueError as e:
+    sys.exit(f"Bad flags: {e}")
+  try:
     status = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                       stop_at_step=_STOP_AT_STEP.value)
   except config_lib.ConfigError as e:
     sys.exit(f"Bad config: {e}")
   summary = {k: v for k, v in status.items() if k != "last"}
-  print(json.dumps(summary))
+  if jax.process_index() == 0:
+    print(json.dumps(summary))
   if status["status"] == "diverged":
     sys.exit(f"The run diverged: {status['reason']}")
 

@@ -25,6 +25,7 @@ MODEL_KINDS = {
 DATASET_KINDS = {"fashion_mnist": "image", "cifar10": "image", "cifar100": "image",
                  "imdb": "text", "austen": "lm", "ptb": "lm"}
 BN_MODELS = ("resnet32_bn", "vgg11")
+MESH_AXIS_TYPES = ("auto", "explicit")
 
 
 class ConfigError(ValueError):
@@ -116,6 +117,14 @@ def default_config() -> ConfigDict:
   # The NSGD table's protocol (PAPER.md §2.3), in evaluations.
   c.plateau = ConfigDict(dict(enabled=False, patience=100, factor=0.1))  # on valid loss
   c.early_stopping = ConfigDict(dict(enabled=False, patience=200))  # on valid accuracy
+
+  # Devices (sharp_dirs.distributed): a ('data', 'model') mesh over all devices of all
+  # processes. Batches and Hessian samples are split over 'data'; parameters and Krylov vectors
+  # are replicated, or split over 'model' when model > 1. data * model = 1: no mesh.
+  c.mesh = ConfigDict()
+  c.mesh.data = -1  # devices on the data axis; -1 = all devices / mesh.model
+  c.mesh.model = 1  # devices on the model axis
+  c.mesh.axis_types = "auto"  # of the data axis: auto | explicit (the model axis is auto)
 
   c.checkpoint_every_epochs = 1
   c.keep_checkpoints = 2
@@ -225,6 +234,62 @@ def validate(config: ConfigDict) -> None:
     _check_positive(config, f"{name}.patience")
   if not 0 < config.plateau.factor < 1:
     _fail("plateau.factor", config.plateau.factor, "must be in (0, 1)")
+  _validate_mesh_fields(config)
+
+
+def _validate_mesh_fields(config: ConfigDict, divisible: bool = True) -> None:
+  """The mesh fields' types and values, and (``divisible``) the divisibility checks that a
+  fixed mesh.data allows without knowing the devices."""
+  if "mesh" not in config:
+    return
+  m = config.mesh
+  data = _check_type(config, "mesh.data", (int,))
+  if data == 0 or data < -1:
+    _fail("mesh.data", data, "must be >= 1, or -1 for all devices")
+  _check_positive(config, "mesh.model")
+  if m.axis_types not in MESH_AXIS_TYPES:
+    _fail("mesh.axis_types", m.axis_types, f"allowed: {', '.join(MESH_AXIS_TYPES)}")
+  if data > 0 and divisible:
+    _check_divisible(config, data)
+
+
+def _check_divisible(config: ConfigDict, data: int) -> None:
+  """Every batch the engine splits over the data axis must divide evenly over its devices."""
+  if data == 1:
+    return
+  for field, what in (("batch_size", "training batches (and the analyses' minibatches)"),
+                      ("tracking.batch_size", "the batches of every Hessian sample"),
+                      ("eval.batch_size", "evaluation batches")):
+    value = config
+    for part in field.split("."):
+      value = value[part]
+    if value % data:
+      _fail(field, value, f"{what} are split over the {data} devices of the mesh's data axis: "
+            f"use a multiple of {data} (or change mesh.data)")
+
+
+def validate_mesh(config: ConfigDict, num_devices: int, num_processes: int = 1
+                  ) -> tuple[int, int]:
+  """(data, model) sizes of the run's mesh on ``num_devices`` devices, or a ConfigError.
+
+  The mesh must use every device (``mesh.data * mesh.model == num_devices``), or be a single
+  device (``mesh.data = mesh.model = 1``, one process only); ``mesh.data = -1`` takes all
+  devices the model axis leaves. Every batch split over the data axis must be divisible by it.
+  """
+  _validate_mesh_fields(config, divisible=False)
+  m = config.mesh
+  if num_devices % m.model:
+    _fail("mesh.model", m.model, f"must divide the {num_devices} devices")
+  data = num_devices // m.model if m.data == -1 else m.data
+  if data * m.model == 1 and num_processes > 1:
+    _fail("mesh.data", m.data, f"a one-device mesh cannot span the {num_processes} processes "
+          "of a multi-host run: use mesh.data=-1")
+  if data * m.model not in (1, num_devices):
+    _fail("mesh.data", m.data, f"mesh.data * mesh.model = {data * m.model} devices, but there "
+          f"are {num_devices}: the mesh must use all of them (mesh.data=-1), or just one "
+          "(mesh.data=1, mesh.model=1)")
+  _check_divisible(config, data)
+  return data, m.model
 
 
 def _validate_nsgd(config: ConfigDict) -> None:

@@ -54,12 +54,22 @@ def _unit_pairs(params, k: int) -> krylov.Eigenpairs:
 class Tracker:
   """The top-k eigenpairs along a run (see the module docstring); ``previous`` warm-starts."""
 
-  def __init__(self, config, model, run_data):
+  def __init__(self, config, model, run_data, placement=None):
+    """``placement``: a ``sharp_dirs.distributed.Placement`` to run on a mesh (None: one device);
+    samples are then split over its data axis, eigenvectors placed like the parameters."""
     self.config = config
     self.run_data = run_data
+    self.placement = placement
     self.previous: Optional[krylov.Eigenpairs] = None
     t = config.tracking
     l2 = config.l2
+    if placement is None:
+      jit = solve_jit = jax.jit
+    else:  # small results replicated (every process reads them), eigenvectors like the params
+      jit = lambda fn: placement.jit(fn, out_shardings_fn=lambda args: placement.replicated)
+      solve_jit = lambda fn: placement.jit(fn, out_shardings_fn=lambda args: (
+          krylov.Eigenpairs(placement.replicated, placement.stacked_shardings(args[0]),
+                            placement.replicated, placement.replicated), placement.replicated))
 
     def solve(params, model_state, sample, key, init, warm):
       """One program for cold (warm=False) and warm starts: compiled once per run."""
@@ -81,16 +91,16 @@ class Tracker:
       stats["overlap_previous"] = jnp.where(warm, overlap, jnp.nan)
       return pairs, stats
 
-    self._solve = jax.jit(solve)
-    self._step_loss_change = jax.jit(
+    self._solve = solve_jit(solve)
+    self._step_loss_change = jit(
         lambda params, ms, vecs, grad_b, eval_b, lr, key: analyses.step_loss_change(
             curvature_loss_fn(model, ms, l2), params, vecs, grad_b, eval_b, lr, key,
             tuple(config.analyses.step_loss_change.multipliers)))
-    self._cross_section = jax.jit(
+    self._cross_section = jit(
         lambda params, ms, vecs, grad_b, eval_b, lr: analyses.cross_section(
             curvature_loss_fn(model, ms, l2), params, vecs, grad_b, eval_b, lr,
             tuple(config.analyses.cross_section.offsets)))
-    self._alignment = jax.jit(
+    self._alignment = jit(
         lambda params, ms, vecs, batches: analyses.gradient_alignment(
             curvature_loss_fn(model, ms, l2), params, vecs, batches))
 
@@ -99,14 +109,14 @@ class Tracker:
       n = config.analyses.frobenius.num_samples
       return (spectral.frobenius_norm(matvec, params, key, n),
               spectral.frobenius_norm_as_in_paper(matvec, params, key, n))
-    self._frobenius = jax.jit(frobenius)
+    self._frobenius = jit(frobenius)
 
     def density(params, ms, sample, key):
       matvec = hessian.dataset_hvp(curvature_loss_fn(model, ms, l2), params, sample)
       d = config.analyses.spectral_density
       return spectral.spectral_density(matvec, params, key, num_draws=d.num_draws,
                                        num_steps=d.num_steps)
-    self._density = jax.jit(density)
+    self._density = jit(density)
 
   def sample(self, step: int, num_examples: int, batch_size: int, stream: int = SAMPLE_STREAM,
              augment: Optional[bool] = None) -> dict:
@@ -115,10 +125,13 @@ class Tracker:
     if augment is None:
       augment = self.run_data.augment if self.config.tracking.augment is None else (
           self.config.tracking.augment)
-    return data.hessian_sample(
+    sample = data.hessian_sample(
         self.run_data.train, step_key(self.config.seed, stream, step), num_examples=num_examples,
         batch_size=batch_size, fresh=not self.config.full_batch, augment=augment,
         seed=self.config.seed)
+    if self.placement is not None:
+      sample = self.placement.put_batch(sample, batch_dim=1)
+    return sample
 
   def evaluate(self, params, model_state, step: int, index: int, learning_rate: float):
     """One tracking evaluation at ``step`` (the ``index``-th of the run).

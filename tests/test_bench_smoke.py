@@ -23,3 +23,9 @@ def test_bench_user_conv_quick(capsys):
   assert "| mlp | hessian_top_k, default (CPU: canonical_convs on) |" in out
   assert len(rows) == 1 + len(bench.PATHS)
   assert all(math.isfinite(row[2]) and row[2] >= 0 for row in rows)
+
+
+def test_bench_sharding_quick():
+  """bench_sharding.py at tiny sizes, one process each for 1 and 2 simulated devices."""
+  rows = load_script("bench_sharding").main(["--quick"])
+  assert {r[0] for r in rows} == {1, 2} and all(math.isfinite(r[3]) and r[3] > 0 for r in rows)
