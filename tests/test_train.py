@@ -343,3 +343,28 @@ def test_train_evaluate_scripts_end_to_end(tmp_path):
   assert last["test/accuracy"] == pytest.approx(logged[-1], abs=1e-6)
   _, dist = run.series("distance_from_init")
   assert last["distance_from_init"] == pytest.approx(dist[-1], rel=1e-5)
+
+
+def test_optimizers_by_name_with_clipping_and_the_plateau_multiplier():
+  """make_optimizer: optax.<name> with its kwargs, global-norm clipping first, then the
+  reduce-on-plateau multiplier scaling the step."""
+  import optax
+  params = {"w": jnp.array([1.0, -2.0, 3.0])}
+  grads = {"w": jnp.array([30.0, 40.0, 0.0])}  # global norm 50
+  c = config_lib.default_config()
+  c.optimizer.name, c.optimizer.learning_rate = "adam", 0.1
+  c.optimizer.kwargs = config_lib.ConfigDict({"b1": 0.5})
+  c.optimizer.grad_clip_norm = 5.0
+  tx = train.make_optimizer(c)
+  updates, state = tx.update(grads, tx.init(params), params)
+  ref = optax.chain(optax.clip_by_global_norm(5.0), optax.adam(0.1, b1=0.5))
+  expected, _ = ref.update(grads, ref.init(params), params)
+  np.testing.assert_allclose(updates["w"], expected["w"], rtol=1e-6)
+  state = train.set_lr_multiplier(state, 0.1)
+  halved, _ = tx.update(grads, state, params)
+  np.testing.assert_allclose(halved["w"], 0.1 * np.asarray(updates["w"]), rtol=1e-5)
+  c.optimizer.name, c.optimizer.grad_clip_norm, c.optimizer.momentum = "sgd", 0.0, 0.9
+  tx = train.make_optimizer(c)
+  u1, s = tx.update(grads, tx.init(params), params)
+  u2, _ = tx.update(grads, s, params)
+  np.testing.assert_allclose(u2["w"], -0.1 * (1 + 0.9) * np.asarray(grads["w"]), rtol=1e-6)
