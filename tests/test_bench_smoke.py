@@ -29,3 +29,16 @@ def test_bench_sharding_quick():
   """bench_sharding.py at tiny sizes, one process each for 1 and 2 simulated devices."""
   rows = load_script("bench_sharding").main(["--quick"])
   assert {r[0] for r in rows} == {1, 2} and all(math.isfinite(r[3]) and r[3] > 0 for r in rows)
+
+
+def test_bench_train_quick():
+  """bench_train.py on a tiny MLP: the SGD/NSGD step and tracking timings are positive."""
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, str(BENCH / "bench_train.py"), "--quick",
+                        "--models=mlp", "--repeats=2", "--track_repeats=1"],
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  import json
+  row = json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
+  assert row["sgd_step_s"] > 0 and row["nsgd_step_s"] > 0 and 0 < row["tracking_fraction"] < 1
