@@ -58,3 +58,25 @@ class Checkpoints:
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+def restore_part(workdir: str, target: PyTree):
+  """(step, the part of the latest checkpoint of ``workdir`` that ``target`` names), or None.
+
+  ``target`` is a subtree of the saved one with nested dicts for its nodes, e.g.
+  ``{"state": {"params": params, "model_state": model_state}}``: what ``init_from`` reads from
+  a run of another config (other optimizer, other k), whatever else that run saved.
+  """
+  options = ocp.CheckpointManagerOptions(read_only=True, enable_async_checkpointing=False)
+  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                                  options=options, item_names=("tree", "meta"))
+  step = manager.latest_step()
+  if step is None:
+    manager.close()
+    return None
+  restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+  out = manager.restore(step, args=ocp.args.Composite(tree=ocp.args.PyTreeRestore(
+      target, restore_args=restore_args, partial_restore=True)))
+  manager.close()
+  return step, out["tree"]
+

@@ -550,15 +550,15 @@ def _batch_iterator(config, run_data: RunData, schedule: Schedule, start_step: i
 
 def _init_from(config, tree):
   """The tree with params and model state from the latest checkpoint of ``config.init_from``."""
-  source = checkpoint_lib.Checkpoints(config.init_from)
-  restored = source.restore(tree)
-  source.close()
+  state = tree["state"]
+  restored = checkpoint_lib.restore_part(
+      config.init_from, {"state": {"params": state.params, "model_state": state.model_state}})
   if restored is None:
     raise FileNotFoundError(f"config.init_from = {config.init_from!r} has no checkpoint under "
                             f"{os.path.join(config.init_from, 'checkpoints')}.")
-  _, other, _ = restored
-  state = tree["state"].replace(params=other["state"].params,
-                                model_state=other["state"].model_state)
-  logger.info("Initialized from %s (step %d).", config.init_from, restored[0])
+  step, other = restored
+  state = state.replace(params=other["state"]["params"],
+                        model_state=other["state"]["model_state"])
+  logger.info("Initialized from %s (step %d).", config.init_from, step)
   return {**tree, "state": state,
-          "init_params": jax.tree.map(jnp.copy, other["state"].params)}
+          "init_params": jax.tree.map(jnp.copy, other["state"]["params"])}

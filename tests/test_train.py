@@ -368,3 +368,27 @@ def test_optimizers_by_name_with_clipping_and_the_plateau_multiplier():
   u1, s = tx.update(grads, tx.init(params), params)
   u2, _ = tx.update(grads, s, params)
   np.testing.assert_allclose(u2["w"], -0.1 * (1 + 0.9) * np.asarray(grads["w"]), rtol=1e-6)
+
+
+def test_init_from_reads_params_from_a_run_of_another_config(tmp_path):
+  """The rescaling ablation starts from another run's checkpoint (other optimizer, other k)."""
+  _, source = load_config("nsgd")
+  source = shrink(source, epochs=1)
+  train.train_and_evaluate(source, str(tmp_path / "source"))
+  *_, source_tree = train.restore_run(str(tmp_path / "source"))
+  _, c = load_config("rescaling", "remove_top,cpu")
+  c = shrink(c, epochs=1)
+  c.init_from = str(tmp_path / "source")
+  c.tracking.enabled = False
+  c.optimizer.name = "sgd"
+  train.train_and_evaluate(c, str(tmp_path / "ablation"))
+  run = metrics_io.read_run(str(tmp_path / "ablation"))
+  _, dist = run.series("distance_from_init")
+  assert dist[0] == 0.0  # init_params are the source's params
+  _, loss = run.series("train/loss")
+  source_run = metrics_io.read_run(str(tmp_path / "source"))
+  _, source_loss = source_run.series("train/loss")
+  assert loss[0] == pytest.approx(source_loss[-1], rel=1e-6)
+  with pytest.raises(FileNotFoundError, match="has no checkpoint"):
+    c.init_from = str(tmp_path / "nowhere")
+    train.train_and_evaluate(c, str(tmp_path / "ablation2"))
