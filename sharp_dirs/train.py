@@ -242,6 +242,15 @@ def make_eval_step(model, placement: Optional[distributed.Placement] = None):
                        out_shardings_fn=lambda args: placement.replicated)
 
 
+def evaluate_splits(eval_step, state: TrainState, eval_sets: dict, init_params) -> dict:
+  """{"<split>/loss", "<split>/accuracy" for each split, "distance_from_init"} at ``state``."""
+  values = {"distance_from_init": float(tm.norm(tm.sub(state.params, init_params)))}
+  for name, stacked in eval_sets.items():
+    values[f"{name}/loss"], values[f"{name}/accuracy"] = evaluate(
+        eval_step, state.params, state.model_state, stacked)
+  return values
+
+
 def evaluate(eval_step, params, model_state, stacked) -> tuple[float, float]:
   """(mean loss, accuracy) over padded stacked batches from ``stack_batches``."""
   batches, mask = stacked
@@ -419,10 +428,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
                                               loop.directions_given):
           new_directions = pairs
       if schedule.every_epochs(step, config.eval.every_epochs):
-        values = {"distance_from_init": float(tm.norm(tm.sub(state.params, init_params)))}
-        for name, stacked in eval_sets.items():
-          values[f"{name}/loss"], values[f"{name}/accuracy"] = evaluate(
-              eval_step, state.params, state.model_state, stacked)
+        values = evaluate_splits(eval_step, state, eval_sets, init_params)
         values["learning_rate"] = config.optimizer.learning_rate * loop.lr_multiplier
         multiplier = loop.lr_multiplier
         loop, is_best, stop = update_protocol(loop, config, step, values["valid/loss"],
@@ -441,9 +447,8 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
         if stop:
           status = {"status": "early_stopped", "reason": (
               f"no better validation accuracy for {config.early_stopping.patience} evaluations")}
-      if (step % schedule.steps_per_epoch == 0 and step > 0 and (
-          step // schedule.steps_per_epoch) % config.checkpoint_every_epochs == 0) or (
-              step == schedule.total_steps) or status["status"] != "finished":
+      if (step > 0 and schedule.every_epochs(step, config.checkpoint_every_epochs)) or (
+          status["status"] != "finished"):
         save(step, {"state": state, "init_params": init_params,
                     "pairs": pairs if pairs is not None else tree["pairs"],
                     "new_directions": (new_directions if new_directions is not None
@@ -463,12 +468,6 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
     steps_done += 1
     window.append(metrics)
     if pending is not None and not math.isfinite(float(pending[1])):
-      step = pending[0]
-      status = {"status": "diverged", "reason": f"non-finite training loss {float(pending[1])} "
-                f"at step {step}: lower the learning rate (now "
-                f"{config.optimizer.learning_rate * loop.lr_multiplier:g}) or clip gradients "
-                "(optimizer.grad_clip_norm)"}
-      log(step, {"diverged": 1, "train/batch_loss": float(pending[1])})
       break
     pending = (step, metrics["loss"])
     if step % config.log_every_steps == 0 or step == schedule.total_steps:
@@ -484,12 +483,13 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
                    step, schedule.total_steps, schedule.epoch(step), rate, means["loss"],
                    lam_text, _format_eta(elapsed / steps_done * (schedule.total_steps - step)))
 
-  if pending is not None and status["status"] == "finished" and not math.isfinite(
-      float(pending[1])):
-    status = {"status": "diverged",
-              "reason": f"non-finite training loss at step {pending[0]}"}
-    log(pending[0], {"diverged": 1})
-    step = pending[0]
+  if pending is not None and not math.isfinite(float(pending[1])):
+    step, loss = pending[0], float(pending[1])
+    status = {"status": "diverged", "reason": (
+        f"non-finite training loss {loss} at step {step}: lower the learning rate (now "
+        f"{config.optimizer.learning_rate * loop.lr_multiplier:g}) or clip gradients "
+        "(optimizer.grad_clip_norm)")}
+    log(step, {"diverged": 1, "train/batch_loss": loss})
   status.update(step=int(step), last=last)
   writer.write_json("status.json", status)
   writer.close()
