@@ -74,6 +74,7 @@ def summarize(run) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from sharp_dirs import config as config_lib  # pylint: disable=g-import-not-at-top
   from sharp_dirs import figures, metrics_io, train  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   try:
@@ -91,7 +92,10 @@ def main(argv):
       print(f"Training the MLP with SGD at η = {lr:g} (S = {_BATCH_SIZE.value}, "
             f"{_NUM_EPOCHS.value} epochs), tracking λ_1..λ_{_K.value} ...", flush=True)
       run_start = time.perf_counter()
-      status = train.train_and_evaluate(demo_config(lr), workdir)
+      try:
+        status = train.train_and_evaluate(demo_config(lr), workdir)
+      except config_lib.ConfigError as e:
+        raise app.UsageError(f"Bad flags for the demo: {e}") from e
       print(f"  {status['status']} in {time.perf_counter() - run_start:.0f} s", flush=True)
     runs.append(metrics_io.read_run(workdir))
 

@@ -47,7 +47,10 @@ def test_demo_trains_tracks_plots_and_summarizes(tmp_path):
   assert again.returncode == 0 and "Training the MLP" not in again.stdout
 
 
-def test_demo_rejects_a_bad_flag_with_a_clear_message():
+def test_demo_rejects_bad_flags_with_a_clear_message(tmp_path):
   out = run_demo("--learning_rates=fast")
   assert out.returncode != 0
   assert "--learning_rates must be numbers" in out.stderr
+  out = run_demo("--batch_size=20000", f"--workdir={tmp_path}")
+  assert out.returncode != 0
+  assert "config.batch_size = 20000 is not valid: must be <= the 10000" in out.stderr
