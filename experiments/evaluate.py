@@ -27,6 +27,7 @@ _K = flags.DEFINE_integer("k", 50, "Top eigenvalues.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 5120, "Hessian examples (fresh, augmented).")
 _NUM_PROBES = flags.DEFINE_integer("num_probes", 50, "Gaussian probes of the Frobenius norms.")
 _SEED = flags.DEFINE_integer("seed", 777, "Seed of the sample and the probes (the paper's 777).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Recompute evaluations that exist already.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -82,9 +83,12 @@ def main(argv):
     for which in _CHECKPOINTS.value:
       if which not in ("best", "last"):
         raise app.UsageError(f"--checkpoint={which}: use best or last.")
+      path = os.path.join(workdir, f"evaluation_{which}.json")
+      if os.path.exists(path) and not _OVERWRITE.value:
+        print(f"{path} exists: skipped (--overwrite recomputes it).")
+        continue
       result = evaluate_checkpoint(workdir, which, k=_K.value, num_examples=_NUM_EXAMPLES.value,
                                    num_probes=_NUM_PROBES.value, seed=_SEED.value)
-      path = os.path.join(workdir, f"evaluation_{which}.json")
       with open(path, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
       print(json.dumps({"workdir": workdir, **{k: v for k, v in result.items()
