@@ -37,6 +37,7 @@ demo: install
 # Every figure of the gallery from CPU-scale runs on real Fashion-MNIST (runs/cpu, about an hour
 # on 2 CPU cores; finished runs are reused, killed ones resume). Paper scale: see the README.
 CPU_RUNS := runs/cpu
+FIGURE := $(PYTHON) experiments/figures.py --out=figures
 figures: install
 	$(PYTHON) experiments/sweep.py --config=configs/noise_grid.py:cpu --workdir=$(CPU_RUNS)/noise_grid
 	$(PYTHON) experiments/sweep.py --config=configs/general_shape.py:cpu --workdir=$(CPU_RUNS)/general_shape --sweep=seed=0
@@ -47,7 +48,18 @@ figures: install
 	$(PYTHON) experiments/sweep.py --config=configs/nsgd.py:cpu --workdir=$(CPU_RUNS)/nsgd
 	$(PYTHON) experiments/evaluate.py --workdir='$(CPU_RUNS)/nsgd/*' --k=10 --num_examples=1024 --num_probes=20
 	$(PYTHON) experiments/sweep.py --config=configs/edge_of_stability.py:cpu --workdir=$(CPU_RUNS)/edge_of_stability
-	$(PYTHON) experiments/figures.py --figure=all --runs_root=$(CPU_RUNS) --out=figures
+	$(PYTHON) experiments/sweep.py --config=configs/general_shape.py:cpu --workdir=$(CPU_RUNS)/spectral_density \
+	  --set=tracking.zoom_epochs=0.0 --set=tracking.k=5 --set=analyses.spectral_density.enabled=True \
+	  --set=analyses.spectral_density.every=2 --set=analyses.spectral_density.num_steps=60 --sweep=seed=0
+	$(FIGURE) --figure=noise_grid --runs=$(CPU_RUNS)/noise_grid
+	$(FIGURE) --figure=general_shape --runs=$(CPU_RUNS)/general_shape
+	$(FIGURE) --figure=step_loss_change --runs=$(CPU_RUNS)/sharp_analysis
+	$(FIGURE) --figure=cross_sections --runs=$(CPU_RUNS)/sharp_analysis
+	$(FIGURE) --figure=alignment --runs=$(CPU_RUNS)/alignment
+	$(FIGURE) --figure=rescaling --runs=$(CPU_RUNS)/rescaling
+	$(FIGURE) --figure=nsgd --runs=$(CPU_RUNS)/nsgd
+	$(FIGURE) --figure=edge_of_stability --runs=$(CPU_RUNS)/edge_of_stability,$(CPU_RUNS)/noise_grid/optimizer.learning_rate=0.1,$(CPU_RUNS)/noise_grid/optimizer.learning_rate=0.03
+	$(FIGURE) --figure=spectral_density --runs=$(CPU_RUNS)/spectral_density
 
 # The commands recorded in bench/RESULTS.md (bench_curvature.py without --quick is the long,
 # thorough version).
