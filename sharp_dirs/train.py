@@ -10,8 +10,8 @@ and along the way
   early, keeps the best-validation checkpoint (the NSGD table's protocol);
 - checkpoints everything needed to resume (a killed run resumed gives the same metrics);
 - stops cleanly on a non-finite loss, recording the reason and step.
-Everything is logged to a run directory (``sharp_dirs.metrics_io``). Only this module and
-``sharp_dirs.config`` read a config.
+Everything is logged to a run directory (``sharp_dirs.metrics_io``). Only the engine (this module,
+``tracking``, ``distributed``) and ``sharp_dirs.config`` read a config.
 """
 
 import dataclasses
