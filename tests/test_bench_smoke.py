@@ -42,3 +42,17 @@ def test_bench_train_quick():
   import json
   row = json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
   assert row["sgd_step_s"] > 0 and row["nsgd_step_s"] > 0 and 0 < row["tracking_fraction"] < 1
+
+
+def test_bench_race_quick_without_torch(capsys, tmp_path):
+  """bench_race.py --quick runs our side end to end and skips the torch side cleanly, saying so,
+  when the benchmark venv is absent (as in CI)."""
+  bench = load_script("bench_race")
+  results = bench.main(["--quick", "--bench-python", str(tmp_path / "no_venv" / "python")])
+  out = capsys.readouterr().out
+  assert "torch side skipped: no benchmark venv python" in out
+  rows = results["models"]["mlp"]["rows"]
+  assert {r["solver"] for r in rows} == {"ours", "eigsh"}
+  assert all(r["hvps"] > 0 and math.isfinite(r["err"]) and r["err"] < 1e-2 for r in rows)
+  assert results["train"] and all(r["step_s"] > 0 for r in results["train"])
+  assert results["notes"]
