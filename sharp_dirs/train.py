@@ -215,7 +215,7 @@ def make_train_step(config, model, tx, placement: Optional[distributed.Placement
       extra["obj_fn"] = lambda p: curvature(p, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": value, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": value, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          model_state=model_state), metrics
 
