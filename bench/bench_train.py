@@ -10,6 +10,7 @@ Side by side in one process, on real Fashion-MNIST batches (random ones with --q
 
   .venv/bin/python bench/bench_train.py                       # SimpleCNN root and the MLP
   .venv/bin/python bench/bench_train.py --quick               # tiny smoke run (CI)
+  .venv/bin/python bench/bench_train.py --models mlp --warm_methods lanczos,block
 """
 
 import json
@@ -33,6 +34,10 @@ _REPEATS = flags.DEFINE_integer("repeats", 15, "Timed train steps per optimizer.
 _K = flags.DEFINE_integer("k", 5, "Directions (NSGD) and tracked eigenpairs.")
 _N = flags.DEFINE_integer("num_examples", 2560, "Hessian examples per tracking evaluation.")
 _TRACK_REPEATS = flags.DEFINE_integer("track_repeats", 3, "Warm tracking evaluations timed.")
+_WARM_METHODS = flags.DEFINE_list(
+    "warm_methods", ["lanczos"],
+    "tracking.warm_method values, each a tracker timed side by side (interleaved).")
+_LINEARIZE = flags.DEFINE_bool("linearize", False, "tracking.linearize of every tracker.")
 
 
 def make_config(model: str):
@@ -69,9 +74,15 @@ def bench_model(model_name: str) -> dict:
     model, tx, tree = train.initial_tree(c, run_data)
     steps[name] = train.make_train_step(c, model, tx)
     states[name] = tree["state"]
-  tracker = tracking.Tracker(c, model, run_data)
+  trackers = {}
+  for method in _WARM_METHODS.value:
+    tc = c.copy_and_resolve_references()
+    tc.tracking.warm_method = method
+    tc.tracking.linearize = _LINEARIZE.value
+    trackers[method] = tracking.Tracker(tc, model, run_data)
   state = jax.tree.map(jnp.copy, states["sgd"])  # the train steps donate their input states
-  pairs, _, _ = tracker.evaluate(state.params, state.model_state, 0, 0, 0.01)  # compile, cold
+  for tracker in trackers.values():  # compile, cold
+    pairs, _, _ = tracker.evaluate(state.params, state.model_state, 0, 0, 0.01)
   times = {"sgd": [], "nsgd": []}
   for name in times:  # compile: NSGD receives the directions once, then keeps them
     states[name], _ = steps[name](states[name], batch, pairs if name == "nsgd" else None)
@@ -83,36 +94,46 @@ def bench_model(model_name: str) -> dict:
       jax.block_until_ready(metrics)
       times[name].append(time.perf_counter() - start)
   sgd, nsgd = statistics.median(times["sgd"]), statistics.median(times["nsgd"])
-  track = []
+  track = {method: [] for method in trackers}
   for i in range(_TRACK_REPEATS.value):
-    start = time.perf_counter()
-    _, values, _ = tracker.evaluate(state.params, state.model_state, i + 1, i + 1, 0.01)
-    track.append((time.perf_counter() - start, values["hessian/num_hvps"]))
-  track_s = statistics.median(t for t, _ in track)
+    for method, tracker in trackers.items():
+      start = time.perf_counter()
+      _, values, _ = tracker.evaluate(state.params, state.model_state, i + 1, i + 1, 0.01)
+      track[method].append((time.perf_counter() - start, values["hessian/num_hvps"]))
   steps_per_epoch = train.num_examples(run_data.train) // c.batch_size
-  return {
+  out = {
       "model": model_name, "params": int(sum(np.size(x) for x in jax.tree.leaves(
           state.params))),
       "sgd_step_s": sgd, "nsgd_step_s": nsgd, "nsgd_over_sgd": nsgd / sgd,
-      "tracking_s": track_s, "tracking_hvps": [h for _, h in track],
       "epoch_s": steps_per_epoch * sgd, "steps_per_epoch": steps_per_epoch,
-      "tracking_fraction": track_s / (track_s + steps_per_epoch * sgd),
-      "tracking_over_epoch": track_s / (steps_per_epoch * sgd),
   }
+  for j, (method, rows) in enumerate(track.items()):
+    track_s = statistics.median(t for t, _ in rows)
+    suffix = "" if j == 0 else f"_{method}"  # the first method's keys keep their names
+    out.update({
+        f"warm_method{suffix}": method,
+        f"tracking_s{suffix}": track_s, f"tracking_hvps{suffix}": [h for _, h in rows],
+        f"tracking_fraction{suffix}": track_s / (track_s + steps_per_epoch * sgd),
+        f"tracking_over_epoch{suffix}": track_s / (steps_per_epoch * sgd)})
+  return out
 
 
 def main(argv):
   del argv
   print(f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores, "
-        f"jax {jax.__version__} on {jax.devices()[0].platform}")
+        f"jax {jax.__version__} on {jax.devices()[0].platform}, tracking.linearize "
+        f"{_LINEARIZE.value}")
   for model in _MODELS.value:
     r = bench_model(model)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}))
     print(f"{model}: SGD step {r['sgd_step_s'] * 1e3:.1f} ms, NSGD step "
-          f"{r['nsgd_step_s'] * 1e3:.1f} ms (x{r['nsgd_over_sgd']:.3f}); one tracking "
-          f"evaluation {r['tracking_s']:.1f} s ({r['tracking_hvps']} HVPs) = "
-          f"{r['tracking_over_epoch']:.2f} epochs of SGD -> {100 * r['tracking_fraction']:.0f}% "
-          "of run time at one evaluation per epoch")
+          f"{r['nsgd_step_s'] * 1e3:.1f} ms (x{r['nsgd_over_sgd']:.3f})")
+    for j, method in enumerate(_WARM_METHODS.value):
+      sfx = "" if j == 0 else f"_{method}"
+      print(f"  warm_method={method}: one tracking evaluation {r['tracking_s' + sfx]:.1f} s "
+            f"({r['tracking_hvps' + sfx]} HVPs) = {r['tracking_over_epoch' + sfx]:.2f} epochs of "
+            f"SGD -> {100 * r['tracking_fraction' + sfx]:.0f}% of run time at one evaluation "
+            "per epoch")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ directories and their reader. The experiment engine is ``sharp_dirs.train.train_
 (it loads flax and the data on first use), its configs ``sharp_dirs.config``.
 """
 
+from sharp_dirs.krylov import block_refresh
 from sharp_dirs.krylov import Eigenpairs
 from sharp_dirs.krylov import lanczos
 from sharp_dirs.krylov import LanczosResult

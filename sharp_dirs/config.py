@@ -16,6 +16,7 @@ ConfigDict = config_dict.ConfigDict
 OPTIMIZERS = ("sgd", "nsgd", "adam", "adamw", "rmsprop", "adagrad", "lamb", "lion")
 NSGD_SOURCES = ("tracker", "train_batch")
 WHICH = ("largest", "magnitude")
+WARM_METHODS = ("lanczos", "block")
 # Models per dataset kind ("image", "text", "lm"); the data module says the kind of each dataset.
 MODEL_KINDS = {
     "mlp": "image", "simple_cnn_root": "image", "simple_cnn_medium": "image",
@@ -92,6 +93,10 @@ def default_config() -> ConfigDict:
   c.tracking.zoom_every_examples = 512  # ... every this many examples (the paper's zoom)
   c.tracking.warm_start = True
   c.tracking.linearize = False  # reuse one linearization per solve (faster, more memory)
+  # Warm refreshes: "lanczos" (Lanczos from the previous eigenvectors) or "block" (block
+  # Krylov-Rayleigh-Ritz from them, vmapped HVPs, Lanczos fallback; bench/RESULTS.md measures
+  # it 2.5-2.9x slower than a cold solve on CPU for the MLP, so "lanczos" is the default).
+  c.tracking.warm_method = "lanczos"
 
   # The paper's analyses, run at tracking evaluations (every `every` of them).
   c.analyses = ConfigDict()
@@ -212,6 +217,11 @@ def validate(config: ConfigDict) -> None:
           "(Lanczos finds at most that many eigenpairs; 3·k or more is a good choice)")
   if t.which not in WHICH:
     _fail("tracking.which", t.which, f"allowed: {', '.join(WHICH)}")
+  if t.warm_method not in WARM_METHODS:
+    _fail("tracking.warm_method", t.warm_method, f"allowed: {', '.join(WARM_METHODS)}")
+  if t.warm_method == "block" and not t.tol:
+    _fail("tracking.tol", t.tol, "must be > 0 with tracking.warm_method='block' (its stop "
+          "rule and its fallback to Lanczos depend on it)")
   needs_tracking = [name for name, a in config.analyses.items()
                     if a.enabled and name not in ("frobenius", "spectral_density")]
   if needs_tracking and not t.enabled:

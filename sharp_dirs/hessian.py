@@ -28,6 +28,8 @@ from sharp_dirs import krylov as lz
 from sharp_dirs import tree_math as tm
 from sharp_dirs.types import LossFn, PyTree
 
+METHODS = ("lanczos", "block")
+
 
 def check_scalar_loss(loss_fn: LossFn, params: PyTree, batch: PyTree) -> None:
   """Raises a ValueError unless ``loss_fn(params, batch)`` is a real scalar."""
@@ -174,26 +176,51 @@ def gnvp(predict_fn: Callable[[PyTree, PyTree], jax.Array],
   return product(params, batch, v)
 
 
+def start_block(init: Optional[lz.Eigenpairs], key: jax.Array, params: PyTree,
+                size: int) -> PyTree:
+  """``size`` start vectors for ``krylov.block_refresh``: init's eigenvectors first (at most
+  ``size``), then standard normal draws; leaves ``[size, *leaf.shape]`` in params' dtypes."""
+  have = 0 if init is None else min(init.eigvals.shape[0], size)
+  if have < size:
+    draws = jax.vmap(lambda k: tm.normal_like(k, params))(jax.random.split(key, size - have))
+  if not have:
+    return draws
+  prev = jax.tree.map(lambda e, p: e[:have].astype(p.dtype), init.eigvecs, params)
+  if have == size:
+    return prev
+  return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), prev, draws)
+
+
 @functools.partial(
     jax.jit, static_argnames=("loss_fn", "k", "num_lanczos_steps", "which", "tol", "num_guard",
-                              "exact_residuals", "linearize", "canonical_convs"))
+                              "exact_residuals", "linearize", "canonical_convs", "method",
+                              "block_size", "max_block_steps"))
 def _hessian_top_k(loss_fn, params, batches, key, init, *, k, num_lanczos_steps, which, tol,
-                   num_guard, exact_residuals, linearize, canonical_convs):
+                   num_guard, exact_residuals, linearize, canonical_convs, method="lanczos",
+                   block_size=None, max_block_steps=4):
+  matvec = dataset_hvp(loss_fn, params, batches, linearize=linearize,
+                       canonical_convs=canonical_convs)
+  if method == "block":
+    block_key, noise_key = jax.random.split(key)
+    block = start_block(init, block_key, params, block_size or k + num_guard)
+    return lz.block_refresh(jax.vmap(matvec), block, k, tol=tol, num_guard=num_guard,
+                            max_block_steps=max_block_steps, which=which, matvec=matvec,
+                            fallback_steps=num_lanczos_steps, key=noise_key)
   if init is None:
     v0 = tm.normal_like(key, params)
   else:
     v0 = tm.cast(lz.warm_start_vector(init, key), params)
-  return lz.top_k_eigenpairs(
-      dataset_hvp(loss_fn, params, batches, linearize=linearize,
-                  canonical_convs=canonical_convs), v0, k, num_lanczos_steps,
-      which=which, tol=tol, num_guard=num_guard, exact_residuals=exact_residuals)
+  return lz.top_k_eigenpairs(matvec, v0, k, num_lanczos_steps, which=which, tol=tol,
+                             num_guard=num_guard, exact_residuals=exact_residuals)
 
 
 def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Array, *, k: int,
                   num_lanczos_steps: int, init: Optional[lz.Eigenpairs] = None,
                   which: str = "largest", tol: Optional[float] = None, num_guard: int = 2,
                   exact_residuals: bool = False, linearize: bool = False,
-                  canonical_convs: Optional[bool] = None) -> lz.Eigenpairs:
+                  canonical_convs: Optional[bool] = None, method: str = "lanczos",
+                  block_size: Optional[int] = None,
+                  max_block_steps: int = 4) -> lz.Eigenpairs:
   """Top-k eigenpairs of the Hessian of the mean loss over all examples in ``batches``.
 
   Jit-compiled; ``loss_fn`` is a static argument, so define it once (not a fresh lambda per
@@ -217,6 +244,15 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
     canonical_convs: rewrite the convolutions of the gradient into the layout of XLA's fast
       CPU kernels, which XLA skips inside the Lanczos loop (None: when the default backend is
       CPU; False keeps XLA's own; see ``conv_layout``). Same results.
+    method: "lanczos" (single-vector Lanczos from a random or, with ``init``, a warm start
+      vector) or "block" (``krylov.block_refresh``: Rayleigh–Ritz on a block Krylov space
+      seeded with ``init``'s eigenvectors, filled with random vectors up to ``block_size``,
+      its HVPs run as one vmapped batch over one linearization when ``linearize``; needs
+      ``tol``; falls back to Lanczos with at most ``num_lanczos_steps`` HVPs when the block
+      has not converged after ``max_block_steps`` steps, so no eigenvalue is missed).
+      ``num_matvecs`` counts vector HVPs either way.
+    block_size: vectors per block (default k + num_guard; at least that).
+    max_block_steps: block steps before the Lanczos fallback.
 
   Returns:
     Eigenpairs(eigvals [k] descending, eigvecs leaves [k, *leaf.shape], residuals [k],
@@ -235,6 +271,15 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
   lz.check_tol(tol, num_guard)
   if which not in lz.WHICH:
     raise ValueError(f"which must be one of {lz.WHICH}, got {which!r}.")
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+  if method == "block":
+    if tol is None:
+      raise ValueError("method='block' needs tol (e.g. tol=1e-3): the block's stop rule and "
+                       "its fallback to Lanczos depend on it.")
+    if block_size is not None:
+      lz.check_int(block_size, "block_size", k + num_guard)
+    lz.check_int(max_block_steps, "max_block_steps", 1)
   if init is not None:
     like = jax.tree.map(lambda p: jax.ShapeDtypeStruct((init.eigvals.shape[0],) + p.shape,
                                                        p.dtype), params)
@@ -243,7 +288,9 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
                           num_lanczos_steps=num_lanczos_steps, which=which, tol=tol,
                           num_guard=num_guard, exact_residuals=exact_residuals,
                           linearize=linearize,
-                          canonical_convs=conv_layout.use_canonical_convs(canonical_convs))
+                          canonical_convs=conv_layout.use_canonical_convs(canonical_convs),
+                          method=method, block_size=block_size,
+                          max_block_steps=max_block_steps)
   if not isinstance(result.eigvals, jax.core.Tracer) and not bool(
       jnp.all(jnp.isfinite(result.eigvals))):
     raise FloatingPointError(

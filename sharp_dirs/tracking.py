@@ -5,7 +5,8 @@ At each tracking evaluation (scheduled by ``train.Schedule``) the ``Tracker``
    sample for full-batch gradient descent), as the paper's ``lanczos_aug=True``;
 2. computes the top-k eigenpairs of the Hessian of the mean loss over it (inference mode, with
    the L2 term) by Lanczos on the dataset HVP, warm-started from the previous eigenvectors
-   (one compiled program serves cold and warm starts);
+   (one compiled program serves cold and warm starts; ``tracking.warm_method="block"`` refreshes
+   by ``krylov.block_refresh`` instead);
 3. logs λ_1..λ_k, relative residuals, the HVPs and seconds spent, η·λ_1 against the stability
    threshold 2(1+m) of SGD with momentum m on a quadratic (the edge-of-stability view), the
    fraction of a minibatch gradient's and of the sample gradient's squared norm inside the
@@ -79,8 +80,15 @@ class Tracker:
                         tm.cast(krylov.warm_start_vector(init, noise_key), params),
                         tm.normal_like(start_key, params))
       matvec = hessian.dataset_hvp(loss_fn, params, sample, linearize=t.linearize)
-      pairs = krylov.top_k_eigenpairs(matvec, v0, t.k, t.num_lanczos_steps, which=t.which,
-                                      tol=t.tol or None)
+      lanczos = lambda v0: krylov.top_k_eigenpairs(  # noqa: E731
+          matvec, v0, t.k, t.num_lanczos_steps, which=t.which, tol=t.tol or None)
+      if t.get("warm_method", "lanczos") == "block":  # warm: block refresh; cold: Lanczos
+        pairs = jax.lax.cond(warm, lambda: krylov.block_refresh(
+            jax.vmap(matvec), hessian.start_block(init, noise_key, params, t.k + 2), t.k,
+            tol=t.tol, which=t.which, matvec=matvec, fallback_steps=t.num_lanczos_steps,
+            key=noise_key), lambda: lanczos(tm.normal_like(start_key, params)))
+      else:
+        pairs = lanczos(v0)
       g_batch = jax.grad(loss_fn)(params, hessian.first_batch(sample))
       g_sample = hessian.mean_grad(loss_fn, params, sample)
       stats = {

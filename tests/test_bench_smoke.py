@@ -56,3 +56,14 @@ def test_bench_race_quick_without_torch(capsys, tmp_path):
   assert all(r["hvps"] > 0 and math.isfinite(r["err"]) and r["err"] < 1e-2 for r in rows)
   assert results["train"] and all(r["step_s"] > 0 for r in results["train"])
   assert results["notes"]
+
+
+def test_bench_warm_quick(capsys):
+  """bench_warm.py --quick: cold, warm Lanczos and the block refresh (with and without carried
+  guard vectors) along a tiny SGD run, in both refresh regimes."""
+  results = load_script("bench_warm").main(["--quick"])
+  out = capsys.readouterr().out
+  assert "| warm-block |" in out and "### B. every epoch" in out
+  for rows in results.values():
+    assert [r[0] for r in rows] == ["cold", "warm-lanczos", "warm-block", "warm-block-carry"]
+    assert all(math.isfinite(r[1]) and r[1] > 0 and min(r[4]) > 0 for r in rows)
