@@ -18,7 +18,7 @@ Imports are lazy (PEP 562): ``from sharp_dirs import data`` costs nothing until 
 so ``import sharp_dirs`` does not pay for tensorflow-datasets.
 """
 
-import importlib
+from sharp_dirs import lazy
 
 _EXPORTS = {
     "augment_batch": ("sharp_dirs.data.augment", "augment_batch"),
@@ -50,14 +50,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-  if name in _EXPORTS:
-    module, attr = _EXPORTS[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-  return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy.attach(globals(), _EXPORTS)

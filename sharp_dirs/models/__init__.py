@@ -36,7 +36,7 @@ Imports are lazy (PEP 562), as in ``sharp_dirs.data``: ``import sharp_dirs`` doe
 until a name of this package is used.
 """
 
-import importlib
+from sharp_dirs import lazy
 
 _EXPORTS = {
     "CONV_IMPLS": ("sharp_dirs.models.layers", "CONV_IMPLS"),
@@ -67,14 +67,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-  if name in _EXPORTS:
-    module, attr = _EXPORTS[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-  return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy.attach(globals(), _EXPORTS)
