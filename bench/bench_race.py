@@ -13,8 +13,9 @@ float32 both sides, inference mode. For each model:
 - PyHessian (hessian(model, criterion, data=...).eigenvalues(top_n=k), its defaults
   maxIter=100, tol=1e-3), run with the benchmark venv's python as a subprocess right after;
   its λ_1 is checked against the reference (same Hessian).
-Then one SGD training step of SimpleCNN root on 512 images: a plain jitted JAX step (the
-library's model on CPU: im2col conv; and flax nn.Conv) vs a plain PyTorch step.
+Then one SGD training step of SimpleCNN root on 512 images: a plain jitted JAX step (flax
+nn.Conv, the library's default with sharp_dirs.xla_cpu's flag; and the im2col conv) vs a plain
+PyTorch step.
 
   .venv/bin/python bench/bench_race.py                      # full (see RESULTS.md for sizes)
   .venv/bin/python bench/bench_race.py --cnn-examples 256   # cheaper CNN Hessian
@@ -298,10 +299,11 @@ def main(argv=None):
       labels = rng.randint(0, 10, args.train_batch)
     else:
       images, labels = export["cnn/images"], export["cnn/labels"]
-    for impl in ("auto", "xla"):
+    for impl in ("xla", "im2col"):
       model = cnn.clone(conv_impl=impl)
       t, first, times = jax_train_step_time(model, images, labels, args.train_repeats)
-      label = "jax, library SimpleCNN (CPU: im2col conv)" if impl == "auto" else "jax, nn.Conv"
+      label = ("jax, nn.Conv (conv_impl='xla', what 'auto' picks under sharp_dirs' XLA flag)"
+               if impl == "xla" else "jax, conv_impl='im2col'")
       print(f"  {shape_name}: {label}: {t:.3f} s (first call with compile {first:.1f} s)",
             flush=True)
       train_rows.append(dict(shape=shape_name, side=label, step_s=t, times=times))
