@@ -64,6 +64,7 @@ figures: install
 # The commands recorded in bench/RESULTS.md (bench_curvature.py without --quick is the long,
 # thorough version).
 bench: install
+	$(PYTHON) bench/bench_xla_cpu.py --rounds 3 --repeats 5
 	$(PYTHON) bench/bench_conv.py --repeats 7
 	$(PYTHON) bench/bench_curvature.py --quick
 	$(PYTHON) bench/bench_hessian_solve.py --examples 256 --steps 20 --repeats 3

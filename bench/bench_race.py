@@ -81,12 +81,12 @@ def setup(name, model, dataset, num_examples, batch_size, key):
   return params, loss_fn, sample, export
 
 
-def compiled_solve(loss_fn, params, sample, key, *, k, steps, tol, linearize):
+def compiled_solve(loss_fn, params, sample, key, *, k, steps, tol, linearize, num_guard=2):
   """(compile seconds, callable) of one hessian_top_k solve, ahead of time."""
   start = time.perf_counter()
   compiled = hessian._hessian_top_k.lower(
       loss_fn, params, sample, key, None, k=k, num_lanczos_steps=steps, which="largest",
-      tol=tol, num_guard=2, exact_residuals=False, linearize=linearize,
+      tol=tol, num_guard=num_guard, exact_residuals=False, linearize=linearize,
       canonical_convs=conv_layout.use_canonical_convs(None)).compile()
   return time.perf_counter() - start, lambda: jax.block_until_ready(
       compiled(params, sample, key, None))
@@ -98,12 +98,12 @@ def timed(fn):
   return time.perf_counter() - start, out
 
 
-def ours(loss_fn, params, sample, key, ref, *, k, steps, tols, linearize):
+def ours(loss_fn, params, sample, key, ref, *, k, steps, tols, linearize, num_guard):
   """hessian_top_k at the largest tol reaching ACCURACY: dict of the chosen solve and all tried."""
   tried = []
   for tol in sorted(tols, reverse=True):
     compile_s, solve = compiled_solve(loss_fn, params, sample, key, k=k, steps=steps, tol=tol,
-                                      linearize=linearize)
+                                      linearize=linearize, num_guard=num_guard)
     seconds, result = timed(solve)
     err = rel_err(np.asarray(result.eigvals), ref[:k])
     tried.append(dict(tol=tol, seconds=seconds, compile_s=compile_s,
@@ -178,7 +178,9 @@ def main(argv=None):
   parser.add_argument("--ref-steps", type=int, default=80)
   parser.add_argument("--max-steps", type=int, default=60)
   parser.add_argument("--linearize", type=int, default=1, help="hessian_top_k(linearize=...)")
+  parser.add_argument("--num-guard", type=int, default=2, help="hessian_top_k(num_guard=...)")
   parser.add_argument("--eigsh", type=int, default=1)
+  parser.add_argument("--train", type=int, default=1, help="0 skips the training-step race")
   parser.add_argument("--cnn-tols", default=None, help="tols tried on the CNN (default --tols)")
   parser.add_argument("--cnn-ref-steps", type=int, default=None)
   parser.add_argument("--cnn-eigsh-tops", default=None, help="eigsh on the CNN only for these k")
@@ -242,9 +244,10 @@ def main(argv=None):
     for k in tops:
       best, tried = ours(loss_fn, params, sample, key, ref_vals, k=k,
                          steps=min(args.max_steps, n_params), tols=model_tols,
-                         linearize=bool(args.linearize))
+                         linearize=bool(args.linearize), num_guard=args.num_guard)
       for t in tried:
-        print(f"  ours top-{k} tol={t['tol']:g}: {t['seconds']:.2f} s (+{t['compile_s']:.1f} s "
+        print(f"  ours top-{k} tol={t['tol']:g} num_guard={args.num_guard}: {t['seconds']:.2f} s "
+              f"(+{t['compile_s']:.1f} s "
               f"compile), {t['hvps']} HVPs, rel err {t['err']:.1e}", flush=True)
       res["rows"].append(dict(solver="ours", top=k, **best, tried=tried))
       if args.eigsh and k in eigsh_tops:
@@ -279,6 +282,10 @@ def main(argv=None):
                                 eigvals=row["eigvals"],
                                 speedup=speedup))
     results["models"][name] = res
+  if not args.train:
+    print(json.dumps(results))
+    tmp.cleanup()
+    return results
   # One training step of SimpleCNN root.
   print(f"\n## train step: SimpleCNN root, SGD, {args.train_batch} images", flush=True)
   train_rows = []

@@ -10,7 +10,8 @@ Each worker times, on the same params and batch (bench_conv.median_ms: median of
 after a compile call): forward, gradient and jvp-of-grad HVP of SimpleCNN root with each conv
 implementation (``xla`` = flax.linen.Conv, ``im2col``) and of the MLP 784-256-256-10, and one
 ``hessian_top_k`` solve (k = 1, 6 Lanczos steps, no tol) per HVP on ``--hessian_examples`` in
-batches of 128 with each conv implementation. Prints the median over rounds per setting and
+batches of min(128, --batch) with each conv implementation. ``--quick`` (CI's smoke test):
+nn.Conv only, no MLP, 8 images, one round. Prints the median over rounds per setting and
 the ratio off / on (> 1: the flag is faster).
 """
 
@@ -35,22 +36,24 @@ def worker(args) -> dict:
   from bench import bench_conv  # pylint: disable=g-import-not-at-top
   from sharp_dirs import models  # pylint: disable=g-import-not-at-top
 
+  impls = ("xla",) if args.quick else WORKER_IMPLS
   out = {}
   key_x, key_y = jax.random.split(jax.random.key(42))
   n = args.hessian_examples
   images = jax.random.normal(key_x, (n, 28, 28, 1), jnp.float32)
   labels = jax.random.randint(key_y, (n,), 0, 10, jnp.int32)
   batch = {"image": images[:args.batch], "label": labels[:args.batch]}
-  for name, impls in (("simple_cnn_root", WORKER_IMPLS), ("mlp", (None,))):
-    timings = bench_conv.model_timings(name, batch, args.repeats, impls=impls)
+  model_list = [("simple_cnn_root", impls)] + ([] if args.quick else [("mlp", (None,))])
+  for name, model_impls in model_list:
+    timings = bench_conv.model_timings(name, batch, args.repeats, impls=model_impls)
     for impl, row in timings.items():
       label = name if name == "mlp" else f"{name} {impl}"
       out.update({f"{label} {what}": ms for what, ms in row.items()})
 
-  per = min(128, n)
+  per = min(128, args.batch)
   batches = {"image": images.reshape(n // per, per, 28, 28, 1),
              "label": labels.reshape(n // per, per)}
-  for impl in WORKER_IMPLS:
+  for impl in impls:
     model = models.get_model("simple_cnn_root", conv_impl=impl)
     params, state = models.init_model(model, jax.random.key(0), batch)
     loss_fn = models.make_loss_fn(model, state, train=False)
@@ -67,11 +70,14 @@ def run_worker(args, flag_on: bool) -> dict:
     env["SHARP_DIRS_KEEP_XLA_FLAGS"] = "1"
   cmd = [sys.executable, __file__, "--worker", f"--repeats={args.repeats}",
          f"--batch={args.batch}", f"--hessian_examples={args.hessian_examples}"]
+  if args.quick:
+    cmd.append("--quick")
   done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
   return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main():
+def main(argv=None) -> dict:
+  """Prints the table; returns {flag on (bool): {label: median ms}}."""
   parser = argparse.ArgumentParser()
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=5)
@@ -79,12 +85,14 @@ def main():
   parser.add_argument("--hessian_examples", type=int, default=256)
   parser.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, one round")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   if args.quick:
     args.rounds, args.repeats, args.batch, args.hessian_examples = 1, 1, 8, 16
+  if args.hessian_examples % min(128, args.batch):
+    parser.error("--hessian_examples must be a multiple of min(128, --batch)")
   if args.worker:
     print(json.dumps(worker(args)))
-    return
+    return {}
 
   import jax  # pylint: disable=g-import-not-at-top
   load_before = os.getloadavg()[0]
@@ -103,6 +111,7 @@ def main():
   for label, on in median[True].items():
     off = median[False][label]
     print(f"| {label} | {on:.1f} | {off:.1f} | {off / on:.2f} |")
+  return median
 
 
 if __name__ == "__main__":

@@ -67,3 +67,11 @@ def test_bench_warm_quick(capsys):
   for rows in results.values():
     assert [r[0] for r in rows] == ["cold", "warm-lanczos", "warm-block", "warm-block-carry"]
     assert all(math.isfinite(r[1]) and r[1] > 0 and min(r[4]) > 0 for r in rows)
+
+
+def test_bench_xla_cpu_quick(capsys):
+  """bench_xla_cpu.py: one worker process per setting, tiny SimpleCNN sizes."""
+  median = load_script("bench_xla_cpu").main(["--quick"])
+  assert set(median) == {True, False} and median[True].keys() == median[False].keys()
+  assert all(math.isfinite(ms) and ms > 0 for row in median.values() for ms in row.values())
+  assert "| simple_cnn_root xla grad |" in capsys.readouterr().out

@@ -28,9 +28,9 @@ Loss API (sharp_dirs.models.loss):
 The loss is mean softmax cross-entropy plus Keras' l2·Σ‖W‖² over conv/dense kernels.
 
 Convolutions: ``conv_impl`` ∈ {"auto", "xla", "im2col"} on the conv models; "auto" (default)
-is the im2col-by-slicing ``Im2colConv`` on CPU (faster gradients and HVPs there, see
-bench/RESULTS.md, "HVP vs gradient, and conv implementations") and ``flax.linen.Conv``
-elsewhere. Both have the same params.
+is ``flax.linen.Conv``, except the im2col-by-slicing ``Im2colConv`` on a CPU whose XLA still
+runs YNNPACK fusions (``sharp_dirs.xla_cpu`` turns them off at import; see bench/RESULTS.md,
+"The XLA CPU flag"). Both have the same params.
 
 Imports are lazy (PEP 562), as in ``sharp_dirs.data``: ``import sharp_dirs`` does not load flax
 until a name of this package is used.
