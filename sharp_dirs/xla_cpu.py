@@ -4,9 +4,9 @@ Why: jaxlib's CPU compiler (jax 0.10.x) hands convolutions and dots to YNNPACK f
 forward convolution is fast, but the convolutions that autodiff creates (weight gradients,
 transposed convolutions) and their forward-over-reverse derivatives run several times slower
 there than in XLA's own Eigen kernels. Measured on this project's 2-core CPU, SimpleCNN root
-with ``flax.linen.Conv`` on 128 images: gradient 548 → 178 ms, jvp-of-grad HVP 1,194 → 297 ms
-with YNNPACK fusions off (PyTorch 2.13 on the same CPU: 171 and 394 ms); an MLP on 1,024 images:
-gradient 15.4 → 9.4 ms (bench/bench_xla_cpu.py, bench/RESULTS.md).
+with ``flax.linen.Conv`` on 128 images, YNNPACK fusions on → off: gradient 601 → 202 ms,
+jvp-of-grad HVP 1,003 → 333 ms, one HVP inside ``hessian_top_k`` on 256 images 1,860 → 543 ms;
+the forward alone 24 → 35 ms; an MLP unchanged (bench/bench_xla_cpu.py, bench/RESULTS.md).
 
 What: importing ``sharp_dirs`` calls ``apply()``, which adds ``FLAG`` (an empty list of YNNPACK
 fusion types) to ``XLA_FLAGS`` before jax starts its CPU backend. It changes which kernels run,
