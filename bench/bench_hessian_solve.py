@@ -14,6 +14,7 @@ import time
 import jax
 
 import sharp_dirs
+from sharp_dirs import conv_layout
 from sharp_dirs import data
 from sharp_dirs import hessian
 from sharp_dirs import models
@@ -45,7 +46,7 @@ def main():
     compiled = hessian._hessian_top_k.lower(
         loss_fn, params, sample, key, None, k=args.k, num_lanczos_steps=args.steps,
         which="largest", tol=None, num_guard=2, exact_residuals=False,
-        linearize=linearize).compile()
+        linearize=linearize, canonical_convs=conv_layout.use_canonical_convs(None)).compile()
     temp[name] = compiled.memory_analysis().temp_size_in_bytes / 2**20
     solve[name]()  # compile the jitted call
   times = {name: [] for name in solve}
