@@ -75,3 +75,15 @@ def test_bench_xla_cpu_quick(capsys):
   assert set(median) == {True, False} and median[True].keys() == median[False].keys()
   assert all(math.isfinite(ms) and ms > 0 for row in median.values() for ms in row.values())
   assert "| simple_cnn_root xla grad |" in capsys.readouterr().out
+
+
+def test_bench_hessian_solve_tiny():
+  """bench_hessian_solve.py end to end on 8 real examples (it calls the private solve directly,
+  so it breaks when that signature changes: this keeps it honest)."""
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, str(BENCH / "bench_hessian_solve.py"), "--examples=8",
+                        "--steps=3", "--k=1", "--repeats=1"],
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "| jvp | " in out.stdout and "| linearize | " in out.stdout
