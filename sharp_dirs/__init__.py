@@ -8,7 +8,7 @@ directories and their reader. The experiment engine is ``sharp_dirs.train.train_
 (it loads flax and the data on first use), its configs ``sharp_dirs.config``.
 
 Importing it sets one XLA CPU flag before jax starts (``sharp_dirs.xla_cpu``: conv-net gradients
-and HVPs 2-4x faster on CPU; ``SHARP_DIRS_KEEP_XLA_FLAGS=1`` opts out).
+and HVPs about 3x faster on CPU; ``SHARP_DIRS_KEEP_XLA_FLAGS=1`` opts out).
 """
 
 from sharp_dirs import xla_cpu

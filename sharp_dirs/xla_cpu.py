@@ -66,7 +66,7 @@ def apply(environ: MutableMapping[str, str] = os.environ) -> bool:
     import jax  # pylint: disable=g-import-not-at-top
     if jax.default_backend() != "cpu":
       return False
-    log.warning("jax's backends started before sharp_dirs was imported, so %s= (2-4x faster "
+    log.warning("jax's backends started before sharp_dirs was imported, so %s= (about 3x faster "
                 "conv-net gradients and HVPs on CPU) was not applied; import sharp_dirs first, "
                 "or set XLA_FLAGS='%s=' in the environment (%s=1 silences this).",
                 FLAG, FLAG, OPT_OUT)
