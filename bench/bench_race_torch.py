@@ -44,17 +44,22 @@ def layer_names(arrays, model):
   return prefix, names
 
 
+def linear_from(arrays, name):
+  """nn.Linear holding the flax Dense params at ``name`` (kernel [in, out] → weight [out, in])."""
+  kernel = arrays[f"{name}/kernel"]
+  lin = nn.Linear(*kernel.shape)
+  with torch.no_grad():
+    lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T)))
+    lin.bias.copy_(torch.from_numpy(arrays[f"{name}/bias"]))
+  return lin
+
+
 def build_mlp(arrays, model="mlp"):
   prefix, names = layer_names(arrays, model)
   dense = sorted([n for n in names if n.startswith("dense")]) + ["logits"]
   layers = [Flatten()]
   for i, name in enumerate(dense):
-    kernel = arrays[f"{prefix}{name}/kernel"]
-    lin = nn.Linear(*kernel.shape)
-    with torch.no_grad():
-      lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T)))
-      lin.bias.copy_(torch.from_numpy(arrays[f"{prefix}{name}/bias"]))
-    layers.append(lin)
+    layers.append(linear_from(arrays, f"{prefix}{name}"))
     if i < len(dense) - 1:
       layers.append(nn.ReLU())
   return nn.Sequential(*layers)
@@ -77,12 +82,7 @@ def build_cnn(arrays, model="cnn"):
       layers.append(nn.MaxPool2d(2))
   layers.append(Flatten(nchw=True))
   for i, name in enumerate(("dense", "logits")):
-    kernel = arrays[f"{prefix}{name}/kernel"]
-    lin = nn.Linear(*kernel.shape)
-    with torch.no_grad():
-      lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T)))
-      lin.bias.copy_(torch.from_numpy(arrays[f"{prefix}{name}/bias"]))
-    layers.append(lin)
+    layers.append(linear_from(arrays, f"{prefix}{name}"))
     if i == 0:
       layers.append(nn.ReLU())
   return nn.Sequential(*layers)
