@@ -1,4 +1,4 @@
-"""Convolutions in the layout XLA's CPU backend runs fast, inside loops too.
+"""Convolutions and pools in the form XLA's CPU backend runs fast, inside loops too.
 
 Why: XLA's CPU compiler hands a convolution to its fast library kernels (Eigen / YNNPACK) only
 when its dimension numbers are canonical (input NHWC, kernel HWIO, output NHWC). A pass,
@@ -20,6 +20,15 @@ arithmetic (same convolution, relaid out), so results agree to rounding. Differe
 *after* the rewrite keeps the form (the JVP of a convolution has its dimension numbers), so
 rewriting the gradient makes its ``jax.jvp`` (the HVP) and its ``jax.linearize`` fast too.
 
+Pools: the same rewrite replaces a non-overlapping max (min) pool (``nn.max_pool(x, (2, 2),
+(2, 2))``: window == stride, no padding) and its gradient (``select_and_scatter_add``, which
+XLA's CPU compiler expands into a reduce-window over index iotas and a scatter) by ``pool`` and
+``pool_scatter``: a mask over the windows laid on a trailing axis, elementwise code that
+fuses. Same values and derivatives, ties included. Measured here on a user's ``nn.Conv``
+SimpleCNN (batch 128): gradient 1.2×, HVP 1.2×, an HVP inside ``hessian_top_k`` 1.1× faster.
+The library's models call ``pool`` directly (``models.layers.max_pool``), so their training
+step gets it too.
+
 Where: the library applies it to the gradient whose JVP is the HVP (``hessian.hvp``,
 ``hessian.dataset_hvp``, ``hessian_top_k``, the NSGD refresh of ``scale_by_nudge``) when the
 default backend is CPU; on GPU/TPU nothing changes. Every path stays one jitted program
@@ -36,6 +45,7 @@ import functools
 from typing import Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.extend import core as jcore
@@ -78,6 +88,97 @@ def canonical_conv(lhs: jax.Array, rhs: jax.Array, *, dimension_numbers, **param
   return lax.transpose(out, tuple(int(i) for i in np.argsort(order)))
 
 
+# Max/min pools. XLA's CPU compiler expands ``select_and_scatter`` (the gradient of a max pool)
+# into a variadic reduce-window over index iotas and a scatter, several times slower than
+# elementwise code. For the common non-overlapping pool (window == stride, no padding or
+# dilation: ``nn.max_pool(x, (2, 2), (2, 2))``) the pool and its derivatives are a mask over
+# the windows laid out on a trailing axis; the mask marks, in each window, the first element
+# that the select keeps (the maximum for max, as XLA's ``ge`` select does), so values and
+# derivatives are the same, ties included.
+_SELECT_KIND = {lax.ge_p: "max", lax.le_p: "min"}  # select_and_scatter_add's select_prim
+
+
+def is_plain_pool(window_dimensions, window_strides, padding, base_dilation=None,
+                  window_dilation=None, **_) -> bool:
+  """Whether the pool's windows tile its operand: window == stride, no padding or dilation."""
+  dilations = tuple(base_dilation or ()) + tuple(window_dilation or ())
+  return (tuple(window_dimensions) == tuple(window_strides)
+          and all(tuple(p) == (0, 0) for p in padding) and all(d == 1 for d in dilations))
+
+
+def _windows(x: jax.Array, window: tuple) -> jax.Array:
+  """x [d_1..d_n] → [d_1 // w_1, ..., d_n // w_n, w_1 ⋯ w_n] (trailing remainders dropped)."""
+  out_shape = tuple(d // w for d, w in zip(x.shape, window))
+  x = x[tuple(slice(0, o * w) for o, w in zip(out_shape, window))]
+  x = x.reshape(tuple(v for o, w in zip(out_shape, window) for v in (o, w)))
+  n = len(window)
+  x = x.transpose(tuple(range(0, 2 * n, 2)) + tuple(range(1, 2 * n, 2)))
+  return x.reshape(out_shape + (int(np.prod(window)),))
+
+
+def _unwindows(y: jax.Array, window: tuple, shape: tuple) -> jax.Array:
+  """Inverse of ``_windows`` back to ``shape``, the dropped remainders filled with zeros."""
+  n = len(window)
+  out_shape = y.shape[:n]
+  y = y.reshape(out_shape + tuple(window))
+  y = y.transpose(tuple(v for i in range(n) for v in (i, n + i)))
+  y = y.reshape(tuple(o * w for o, w in zip(out_shape, window)))
+  return jnp.pad(y, [(0, d - o * w) for d, o, w in zip(shape, out_shape, window)])
+
+
+def _reduce(windows: jax.Array, kind: str) -> jax.Array:
+  return windows.max(axis=-1) if kind == "max" else windows.min(axis=-1)
+
+
+def _first_choice(windows: jax.Array, kind: str) -> jax.Array:
+  """bool [..., W]: in each window, the first element equal to its max (min)."""
+  hits = windows == _reduce(windows, kind)[..., None]
+  taken = hits[..., 0]
+  first = [taken]
+  for j in range(1, windows.shape[-1]):  # W is small (4 for 2×2): unrolled, it fuses.
+    first.append(hits[..., j] & ~taken)
+    taken = taken | hits[..., j]
+  return jnp.stack(first, axis=-1)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def pool(x: jax.Array, window: tuple, kind: str = "max") -> jax.Array:
+  """Max (min) over non-overlapping windows: ``lax.reduce_window`` with strides = ``window``,
+  'VALID'. x [d_1..d_n] → [d_1 // w_1, ..., d_n // w_n]; its JVP (and so its gradient) takes
+  each window's first maximal (minimal) element, as XLA's select does."""
+  return _reduce(_windows(x, window), kind)
+
+
+@pool.defjvp
+def _pool_jvp(window, kind, primals, tangents):
+  (x,), (t,) = primals, tangents
+  windows = _windows(x, window)
+  chosen = jnp.where(_first_choice(windows, kind), _windows(t, window), 0)
+  # The value through ``pool`` again, so that derivatives of this rule (an HVP differentiates
+  # the gradient) also take the first element, not jnp.max's average over ties.
+  return pool(x, window, kind), chosen.sum(axis=-1).astype(t.dtype)
+
+
+def pool_scatter(source: jax.Array, operand: jax.Array, window: tuple, kind: str) -> jax.Array:
+  """``select_and_scatter_add`` of a plain pool: ``source`` [pooled shape] added at each
+  window's chosen element of ``operand``, zeros elsewhere."""
+  chosen = jnp.where(_first_choice(_windows(operand, window), kind), source[..., None], 0)
+  return _unwindows(chosen.astype(source.dtype), window, operand.shape)
+
+
+def _pool_rewrite(eqn) -> Optional[Callable]:
+  """``eqn``'s function by the plain-pool rewrite, or None where it does not apply."""
+  name, params = eqn.primitive.name, eqn.params
+  if name in ("reduce_window_max", "reduce_window_min") and is_plain_pool(**params):
+    kind, window = name[len("reduce_window_"):], tuple(params["window_dimensions"])
+    return lambda x: pool(x, window, kind)
+  if (name == "select_and_scatter_add" and is_plain_pool(**params)
+      and params["select_prim"] in _SELECT_KIND):
+    window, kind = tuple(params["window_dimensions"]), _SELECT_KIND[params["select_prim"]]
+    return lambda source, operand: pool_scatter(source, operand, window, kind)
+  return None
+
+
 def _inlinable_body(eqn):
   """(jaxpr, consts) of a call-like equation to inline, or None."""
   if eqn.primitive.name not in _INLINED:
@@ -92,11 +193,13 @@ def _inlinable_body(eqn):
 
 
 def needs_rewrite(jaxpr: jcore.Jaxpr) -> bool:
-  """Whether a convolution that is not canonical occurs in jaxpr or in a sub-jaxpr."""
+  """Whether a convolution that is not canonical or a plain pool occurs in jaxpr or a sub-jaxpr."""
   for eqn in jaxpr.eqns:
     if eqn.primitive is lax.conv_general_dilated_p:
       if not is_canonical(eqn.params["dimension_numbers"]):
         return True
+    elif _pool_rewrite(eqn) is not None:
+      return True
     elif any(needs_rewrite(sub) for sub in jcore.jaxprs_in_params(eqn.params)):
       return True
   return False
@@ -120,8 +223,11 @@ def _evaluate(jaxpr: jcore.Jaxpr, consts, *args) -> list:
   for eqn in jaxpr.eqns:
     invals = [read(var) for var in eqn.invars]
     body = _inlinable_body(eqn)
+    pool = _pool_rewrite(eqn)
     if eqn.primitive is lax.conv_general_dilated_p:
       outvals = [canonical_conv(*invals, **eqn.params)]
+    elif pool is not None:
+      outvals = [pool(*invals)]
     elif body is not None and needs_rewrite(body[0]):
       outvals = _evaluate(body[0], body[1], *invals)
     else:

@@ -205,3 +205,55 @@ def test_default_is_cpu_only():
   assert conv_layout.use_canonical_convs(False) is False
   g = conv_layout.grad(lambda p: jnp.sum(p ** 2), False)
   assert float(g(jnp.ones(2))[0]) == 2.0
+
+
+POOLS = [
+    # (operand shape, window == stride): 2×2 with odd sizes (remainders dropped), 3×3, 1-D.
+    ((3, 7, 9, 2), (1, 2, 2, 1)),
+    ((2, 6, 6, 3), (1, 3, 3, 1)),
+    ((2, 8, 3), (1, 2, 1)),
+]
+
+
+def tied(shape, seed):
+  """Values on a coarse grid, so that many windows hold ties (the select's first-element rule)."""
+  return jnp.asarray(np.round(np.random.default_rng(seed).normal(size=shape) * 2) / 2)
+
+
+@pytest.mark.parametrize("shape,window", POOLS)
+@pytest.mark.parametrize("kind", ["max", "min"])
+def test_pool_rewrite_equals_reduce_window_with_ties(x64, shape, window, kind):
+  op, init = (lax.max, -jnp.inf) if kind == "max" else (lax.min, jnp.inf)
+  loss = lambda x: jnp.sum(jnp.sin(lax.reduce_window(x, init, op, window, window, "VALID")) ** 2)
+  x, v = tied(shape, 0), jnp.asarray(np.random.default_rng(1).normal(size=shape))
+  grad, rewritten = jax.grad(loss), conv_layout.canonicalize_convs(jax.grad(loss))
+  assert conv_layout.needs_rewrite(jax.make_jaxpr(grad)(x).jaxpr)
+  assert not conv_layout.needs_rewrite(jax.make_jaxpr(rewritten)(x).jaxpr)
+  # Exactly XLA's values: the same element of each window is chosen, ties included.
+  np.testing.assert_array_equal(rewritten(x), grad(x))
+  np.testing.assert_array_equal(jax.jvp(rewritten, (x,), (v,))[1], jax.jvp(grad, (x,), (v,))[1])
+  np.testing.assert_array_equal(jax.linearize(rewritten, x)[1](v), jax.jvp(grad, (x,), (v,))[1])
+  # conv_layout.pool directly: same value and gradient as reduce_window.
+  direct = lambda x: jnp.sum(jnp.sin(conv_layout.pool(x, window, kind)) ** 2)
+  np.testing.assert_array_equal(direct(x), loss(x))
+  np.testing.assert_array_equal(jax.grad(direct)(x), grad(x))
+
+
+def test_pool_gradient_compiles_without_select_and_scatter():
+  x = jnp.ones((2, 6, 6, 3))
+  loss = lambda x: jnp.sum(nn.max_pool(x, (2, 2), (2, 2)) ** 2)
+  text = lambda f: jax.jit(f).lower(x).as_text()
+  assert "select_and_scatter" in text(jax.grad(loss))  # the control: XLA's slow form
+  assert "select_and_scatter" not in text(conv_layout.canonicalize_convs(jax.grad(loss)))
+  assert "select_and_scatter" not in text(jax.grad(
+      lambda x: jnp.sum(conv_layout.pool(x, (1, 2, 2, 1)) ** 2)))
+
+
+def test_overlapping_and_padded_pools_are_left_to_xla(x64):
+  x = tied((2, 7, 7, 2), 2)
+  for pool in (lambda x: nn.max_pool(x, (3, 3), (2, 2)),
+               lambda x: nn.max_pool(x, (2, 2), (2, 2), padding="SAME")):
+    grad = jax.grad(lambda x: jnp.sum(pool(x) ** 2))
+    jaxpr = jax.make_jaxpr(grad)(x).jaxpr
+    assert not conv_layout.needs_rewrite(jaxpr)
+    np.testing.assert_array_equal(conv_layout.canonicalize_convs(grad)(x), grad(x))

@@ -461,3 +461,16 @@ def test_im2col_float32_close_to_xla_on_root():
   g = jax.jit(jax.grad(models.make_loss_fn(imp, state, train=False)))(params, batch)
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def test_max_pool_layer_equals_flax_max_pool_with_ties(x64):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(np.maximum(np.round(rng.normal(size=(2, 9, 8, 3)) * 2) / 2, 0))  # ReLU-like
+  v = jnp.asarray(rng.normal(size=x.shape))
+  ours = lambda x: jnp.sum(jnp.tanh(layers.max_pool(x, 2)) ** 2)
+  flax_pool = lambda x: jnp.sum(jnp.tanh(nn.max_pool(x, (2, 2), (2, 2))) ** 2)
+  assert layers.max_pool(x, 2).shape == (2, 4, 4, 3)
+  np.testing.assert_array_equal(layers.max_pool(x, 2), nn.max_pool(x, (2, 2), (2, 2)))
+  np.testing.assert_array_equal(jax.grad(ours)(x), jax.grad(flax_pool)(x))
+  np.testing.assert_array_equal(jax.jvp(jax.grad(ours), (x,), (v,))[1],
+                                jax.jvp(jax.grad(flax_pool), (x,), (v,))[1])

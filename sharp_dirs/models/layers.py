@@ -26,6 +26,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from sharp_dirs import conv_layout
+
 CONV_IMPLS = ("auto", "xla", "im2col", "im2col_full")
 
 glorot_uniform = nn.initializers.glorot_uniform()
@@ -46,6 +48,16 @@ def he_normal_scaled(init_scale: float, distribution: str = "truncated_normal") 
   jax's 'truncated_normal'; pass distribution='normal' for an untruncated Gaussian.
   """
   return nn.initializers.variance_scaling(2.0 * init_scale, "fan_in", distribution)
+
+
+def max_pool(x: jax.Array, size: int = 2) -> jax.Array:
+  """Non-overlapping size×size max pool, x [B, H, W, C] → [B, H // size, W // size, C].
+
+  The values and derivatives of ``nn.max_pool(x, (size, size), (size, size))`` ('VALID'; ties:
+  the first element of the window), computed as ``conv_layout.pool``: elementwise over the
+  windows, which XLA's CPU backend runs faster than reduce_window's select_and_scatter gradient.
+  """
+  return conv_layout.pool(x, (1, size, size, 1), "max")
 
 
 def hard_sigmoid(x: jax.Array) -> jax.Array:

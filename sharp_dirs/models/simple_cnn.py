@@ -44,7 +44,7 @@ class SimpleCNN(nn.Module):
         x = layers.batch_norm(train, name=f"bn{i}")(x)
       x = nn.relu(x)
       if i % 2 == 0:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        x = layers.max_pool(x, 2)
     x = x.reshape(x.shape[0], -1)
     x = layers.dense(self.dense_features, name="dense")(x)
     if self.use_bn:

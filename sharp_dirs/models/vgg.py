@@ -41,7 +41,7 @@ class VGG(nn.Module):
     n = 0
     for item in self.cfg:
       if item == "M":
-        x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+        x = layers.max_pool(x, 2)
         continue
       n += 1
       x = conv_cls(item, (3, 3), padding="SAME", kernel_init=layers.glorot_uniform,
