@@ -11,8 +11,11 @@ float32 both sides, inference mode. For each model:
   (compile time reported apart) and its HVPs;
 - scipy eigsh(which='LA', tol=1e-3) driven by our jitted HVP (jvp of grad) on a flat vector;
 - PyHessian (hessian(model, criterion, data=...).eigenvalues(top_n=k), its defaults
-  maxIter=100, tol=1e-3), run with the benchmark venv's python as a subprocess right after;
-  its λ_1 is checked against the reference (same Hessian).
+  maxIter=100, tol=1e-3), run with the benchmark venv's python as a subprocess right after
+  (one per solve, after an untimed warm-up backward); its λ_1 is checked against the
+  reference (same Hessian). Its tol stops on a relative change of the Rayleigh quotient, not
+  at an error, so ``--pyhessian-tols 1e-3,1e-4,1e-5`` also runs it at tighter tols until its
+  top-k is within 1e-3 of the reference: the race at matched accuracy.
 Then one SGD training step of SimpleCNN root on 512 images: a plain jitted JAX step (flax
 nn.Conv, the library's default with sharp_dirs.xla_cpu's flag; and the im2col conv) vs a plain
 PyTorch step.
@@ -144,6 +147,39 @@ def torch_side(bench_python, args_list, timeout):
   return json.loads(proc.stdout.strip().splitlines()[-1]), None
 
 
+def pyhessian_rows(args, npz, name, k, ref_vals, res, notes):
+  """PyHessian's top-k at each of --pyhessian-tols (largest first) until one reaches ACCURACY:
+  its defaults (tol 1e-3) stop on a 1e-3 change of the Rayleigh quotient, not at 1e-3 error."""
+  rows = []
+  ours_row = next(r for r in res["rows"] if r["solver"] == "ours" and r["top"] == k)
+  for tol in sorted((float(t) for t in args.pyhessian_tols.split(",")), reverse=True):
+    out, why = torch_side(args.bench_python,
+                          ["hessian", "--npz", npz, "--model", name, "--top", str(k),
+                           "--tol", str(tol), "--threads", str(args.torch_threads)],
+                          args.timeout)
+    if out is None:
+      print(f"  {why}", flush=True)
+      notes.append(why)
+      return rows
+    res["torch_loss"] = out["loss"]
+    row = out["rows"][0]
+    err = rel_err(row["eigvals"], ref_vals[:k])
+    lam1_diff = abs(max(row["eigvals"]) - ref_vals[0]) / abs(ref_vals[0])
+    speedup = row["seconds"] / ours_row["seconds"]
+    print(f"  PyHessian top-{k} tol={tol:g} (torch {out['torch']}, {out['threads']} threads, "
+          f"loss {out['loss']:.6f}): {row['seconds']:.2f} s, {row['hvps']} HVPs, rel err "
+          f"{err:.1e} (λ_1 {max(row['eigvals']):.5f} vs reference {ref_vals[0]:.5f}: "
+          f"{lam1_diff:.1e}); ours is {speedup:.1f}× faster "
+          f"({row['seconds'] / (ours_row['seconds'] + ours_row['compile_s']):.1f}× with "
+          "compile)", flush=True)
+    rows.append(dict(solver="pyhessian", top=k, tol=tol, seconds=row["seconds"],
+                     hvps=row["hvps"], err=err, lam1_rel_diff=lam1_diff,
+                     eigvals=row["eigvals"], speedup=speedup, matched=err <= ACCURACY))
+    if err <= ACCURACY:
+      break
+  return rows
+
+
 def jax_train_step_time(model, dataset_images, labels, repeats):
   params, state = models.init_model(model, jax.random.PRNGKey(0),
                                     {"image": dataset_images[:2], "label": labels[:2]})
@@ -187,6 +223,9 @@ def main(argv=None):
   parser.add_argument("--train-batch", type=int, default=512)
   parser.add_argument("--train-repeats", type=int, default=3)
   parser.add_argument("--train-cifar", type=int, default=1, help="also CIFAR-shaped (random) images")
+  parser.add_argument("--pyhessian-tols", default="1e-3",
+                      help="PyHessian tols tried, largest first, until its top-k is within 1e-3 "
+                           "of the reference (1e-3: its default)")
   parser.add_argument("--bench-python", default=str(DEFAULT_BENCH_PYTHON))
   parser.add_argument("--torch-threads", type=int, default=0)
   parser.add_argument("--timeout", type=int, default=3000)
@@ -256,31 +295,9 @@ def main(argv=None):
         print(f"  scipy eigsh top-{k} (tol 1e-3, our jvp HVP): {seconds:.2f} s, {n} HVPs, "
               f"rel err {err:.1e}", flush=True)
         res["rows"].append(dict(solver="eigsh", top=k, seconds=seconds, hvps=n, err=err))
-    torch_out, why = torch_side(
-        args.bench_python, ["hessian", "--npz", npz, "--model", name,
-                            "--top", ",".join(map(str, tops)),
-                            "--threads", str(args.torch_threads)], args.timeout)
-    if torch_out is None:
-      print(f"  {why}", flush=True)
-      notes.append(why)
-    else:
-      res["torch_loss"] = torch_out["loss"]
-      print(f"  torch loss {torch_out['loss']:.6f} (ours {loss0:.6f}); torch "
-            f"{torch_out['torch']}, {torch_out['threads']} threads", flush=True)
-      for row in torch_out["rows"]:
-        err = rel_err(row["eigvals"], ref_vals[:row["top"]])
-        lam1_diff = abs(max(row["eigvals"]) - ref_vals[0]) / abs(ref_vals[0])
-        ours_row = next(r for r in res["rows"] if r["solver"] == "ours" and r["top"] == row["top"])
-        speedup = row["seconds"] / ours_row["seconds"]
-        print(f"  PyHessian top-{row['top']}: {row['seconds']:.2f} s, {row['hvps']} HVPs, rel err "
-              f"{err:.1e} (λ_1 {max(row['eigvals']):.5f} vs reference {ref_vals[0]:.5f}: "
-              f"{lam1_diff:.1e}); ours is {speedup:.1f}× faster "
-              f"({row['seconds'] / (ours_row['seconds'] + ours_row['compile_s']):.1f}× with "
-              "compile)", flush=True)
-        res["rows"].append(dict(solver="pyhessian", top=row["top"], seconds=row["seconds"],
-                                hvps=row["hvps"], err=err, lam1_rel_diff=lam1_diff,
-                                eigvals=row["eigvals"],
-                                speedup=speedup))
+    for k in tops:
+      for row in pyhessian_rows(args, npz, name, k, ref_vals, res, notes):
+        res["rows"].append(row)
     results["models"][name] = res
   if not args.train:
     print(json.dumps(results))
