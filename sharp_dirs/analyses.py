@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sharp_dirs import conv_layout
 from sharp_dirs import hessian
 from sharp_dirs import tree_math as tm
 from sharp_dirs.types import LossFn, PyTree
@@ -67,8 +68,9 @@ def _check(loss_fn: LossFn, params: PyTree, eigvecs: PyTree, *batch_sets: PyTree
 
 
 def _grad(loss_fn: LossFn, params: PyTree, batch: PyTree) -> PyTree:
-  """The minibatch gradient g_b = ∇_θ loss_fn(θ, batch_b)."""
-  return jax.grad(loss_fn)(params, batch)
+  """The minibatch gradient g_b = ∇_θ loss_fn(θ, batch_b); the analyses run it inside
+  ``lax.map``/``scan``, so on CPU its convolutions are made canonical (``conv_layout``)."""
+  return conv_layout.grad(loss_fn)(params, batch)
 
 
 def _stack_gram(a: PyTree, b: PyTree) -> jax.Array:

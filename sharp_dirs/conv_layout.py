@@ -192,20 +192,21 @@ def _inlinable_body(eqn):
   return None
 
 
-def needs_rewrite(jaxpr: jcore.Jaxpr) -> bool:
-  """Whether a convolution that is not canonical or a plain pool occurs in jaxpr or a sub-jaxpr."""
+def needs_rewrite(jaxpr: jcore.Jaxpr, pools: bool = True) -> bool:
+  """Whether a convolution that is not canonical (or, with ``pools``, a plain pool) occurs in
+  jaxpr or a sub-jaxpr."""
   for eqn in jaxpr.eqns:
     if eqn.primitive is lax.conv_general_dilated_p:
       if not is_canonical(eqn.params["dimension_numbers"]):
         return True
-    elif _pool_rewrite(eqn) is not None:
+    elif pools and _pool_rewrite(eqn) is not None:
       return True
-    elif any(needs_rewrite(sub) for sub in jcore.jaxprs_in_params(eqn.params)):
+    elif any(needs_rewrite(sub, pools) for sub in jcore.jaxprs_in_params(eqn.params)):
       return True
   return False
 
 
-def _evaluate(jaxpr: jcore.Jaxpr, consts, *args) -> list:
+def _evaluate(jaxpr: jcore.Jaxpr, consts, *args, pools: bool = True) -> list:
   """Evaluates jaxpr on args (under the current trace), convolutions made canonical."""
   env = {}
 
@@ -223,13 +224,13 @@ def _evaluate(jaxpr: jcore.Jaxpr, consts, *args) -> list:
   for eqn in jaxpr.eqns:
     invals = [read(var) for var in eqn.invars]
     body = _inlinable_body(eqn)
-    pool = _pool_rewrite(eqn)
+    pool = _pool_rewrite(eqn) if pools else None
     if eqn.primitive is lax.conv_general_dilated_p:
       outvals = [canonical_conv(*invals, **eqn.params)]
     elif pool is not None:
       outvals = [pool(*invals)]
-    elif body is not None and needs_rewrite(body[0]):
-      outvals = _evaluate(body[0], body[1], *invals)
+    elif body is not None and needs_rewrite(body[0], pools):
+      outvals = _evaluate(body[0], body[1], *invals, pools=pools)
     else:
       with eqn.ctx.manager:
         outvals = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
@@ -240,8 +241,9 @@ def _evaluate(jaxpr: jcore.Jaxpr, consts, *args) -> list:
   return [read(var) for var in jaxpr.outvars]
 
 
-def canonicalize_convs(fn: Callable) -> Callable:
-  """``fn`` with every convolution it runs in XLA CPU's canonical layout (module docstring).
+def canonicalize_convs(fn: Callable, *, pools: bool = True) -> Callable:
+  """``fn`` with every convolution it runs in XLA CPU's canonical layout and, with ``pools``,
+  every plain max/min pool and its gradient in elementwise form (module docstring).
 
   ``fn`` takes and returns pytrees of arrays; the wrapper traces it once per call (at trace
   time under ``jit``), so it composes with ``jit``, ``jvp``, ``linearize``, ``vmap`` and with
@@ -252,9 +254,9 @@ def canonicalize_convs(fn: Callable) -> Callable:
   @functools.wraps(fn)
   def wrapped(*args):
     closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
-    if not needs_rewrite(closed.jaxpr):
+    if not needs_rewrite(closed.jaxpr, pools):
       return fn(*args)
-    out = _evaluate(closed.jaxpr, closed.consts, *jax.tree.leaves(args))
+    out = _evaluate(closed.jaxpr, closed.consts, *jax.tree.leaves(args), pools=pools)
     return jax.tree.unflatten(jax.tree.structure(out_shape), out)
 
   return wrapped

@@ -1,5 +1,7 @@
 """Shared fixtures: small problems whose Hessians are known exactly."""
 
+import re
+
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
@@ -38,6 +40,16 @@ def x64():
   """Runs the test with float64 enabled (JAX's default float becomes float64)."""
   with jax.enable_x64(True):
     yield
+
+
+CANONICAL_2D = "[b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]"
+
+
+def conv_layouts(lowered_text: str) -> set:
+  """The dimension numbers of every convolution in a lowered (StableHLO) module."""
+  found = re.findall(r"dim_numbers = (\[[^\]]*\]x\[[^\]]*\]->\[[^\]]*\])", lowered_text)
+  assert found, "no convolution in the module"
+  return set(found)
 
 
 def matrix_with_spectrum(eigvals, seed=0):

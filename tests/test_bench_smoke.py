@@ -87,3 +87,11 @@ def test_bench_hessian_solve_tiny():
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "| jvp | " in out.stdout and "| linearize | " in out.stdout
+
+
+def test_bench_pool_quick(capsys):
+  """bench_pool.py at tiny sizes: both pool variants of every path time positive."""
+  rows = load_script("bench_pool").main(["--quick"])
+  assert [r[0] for r in rows] == ["train step", "HVP", "HVP in Lanczos"]
+  assert all(math.isfinite(r[3]) and r[1] > 0 and r[2] > 0 for r in rows)
+  assert "| HVP in Lanczos (per HVP) |" in capsys.readouterr().out

@@ -5,8 +5,6 @@ convolution outside XLA CPU's canonical layout (which XLA leaves slow inside loo
 compiler from hessian_top_k, dataset_hvp under the estimators, gnvp and the NSGD refresh.
 """
 
-import re
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,7 +17,7 @@ import sharp_dirs
 from sharp_dirs import conv_layout
 from sharp_dirs import hessian
 from sharp_dirs import tree_math as tm
-from conftest import dense_hessian, flat
+from conftest import CANONICAL_2D, conv_layouts, dense_hessian, flat
 
 
 class TinyUserCNN(nn.Module):
@@ -46,16 +44,6 @@ def conv_problem(dtype=jnp.float32, num_batches=2, batch_size=4):
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
 
   return params, batches, loss_fn
-
-
-CANONICAL_2D = "[b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]"
-
-
-def conv_layouts(lowered_text: str) -> set:
-  """The dimension numbers of every convolution in a lowered (StableHLO) module."""
-  found = re.findall(r"dim_numbers = (\[[^\]]*\]x\[[^\]]*\]->\[[^\]]*\])", lowered_text)
-  assert found, "no convolution in the module"
-  return set(found)
 
 
 CONFIGS = [
@@ -126,8 +114,8 @@ def test_hessian_top_k_same_eigenpairs_and_matvecs_with_and_without_rewrite(x64)
 
 
 def test_every_hvp_path_emits_only_canonical_convolutions():
-  """hessian_top_k (while_loop), linearize, the estimators' lax.map, gnvp in a scan, inside a
-  user's jit; and with canonical_convs=False the weight gradients are not canonical (the test
+  """hessian_top_k (while_loop), linearize, the estimators' lax.map, gnvp in a scan, the
+  analyses' gradients in lax.map/scan, inside a user's jit; and with canonical_convs=False the weight gradients are not canonical (the test
   can fail)."""
   params, batches, loss_fn = conv_problem()
   key = jax.random.PRNGKey(0)
@@ -149,8 +137,14 @@ def test_every_hvp_path_emits_only_canonical_convolutions():
         z, batch["y"]).mean()
     return hessian.batch_mean(lambda batch: hessian.gnvp(predict, out_loss, p, batch, p), p, b)
 
+  eigvecs = jax.tree.map(lambda p: p[None], params)
+  analyses = (  # gradients inside lax.map / scan
+      lambda p, b: sharp_dirs.step_loss_change(loss_fn, p, eigvecs, b, b, 0.1, key),
+      lambda p, b: sharp_dirs.cross_section(loss_fn, p, eigvecs, b, b, 0.1),
+      lambda p, b: sharp_dirs.gradient_alignment(loss_fn, p, eigvecs, b))
   for text in (solve(None), solve(True, linearize=True), jax.jit(estimators).lower(
-      params, batches).as_text(), jax.jit(gnvp_scan).lower(params, batches).as_text()):
+      params, batches).as_text(), jax.jit(gnvp_scan).lower(params, batches).as_text(),
+               *(jax.jit(f).lower(params, batches).as_text() for f in analyses)):
     assert conv_layouts(text) == {CANONICAL_2D}
   assert conv_layouts(solve(False)) != {CANONICAL_2D}
 

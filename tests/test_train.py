@@ -16,6 +16,7 @@ import pytest
 from sharp_dirs import config as config_lib
 from sharp_dirs import metrics_io
 from sharp_dirs import train
+from conftest import CANONICAL_2D, conv_layouts
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -188,10 +189,14 @@ def test_plateau_reduces_the_learning_rate_and_early_stopping_stops():
   assert loop.best_step == 1
 
 
-def test_full_batch_gradient_is_the_mean_over_the_training_set(tmp_path):
-  """One GD step moves the params by −η ∇L(whole training set)."""
-  _, c = load_config("edge_of_stability")
+@pytest.mark.parametrize("variant", ["cpu", "simple_cnn"])
+def test_full_batch_gradient_is_the_mean_over_the_training_set(variant):
+  """One GD step moves the params by −η ∇L(whole training set); a conv net's convolutions in the
+  batch loop are all in XLA CPU's fast canonical layout (conv_layout)."""
+  _, c = load_config("edge_of_stability", variant)
   c = shrink(c, epochs=1)
+  if variant == "simple_cnn":
+    c.model_kwargs = config_lib.ConfigDict({"features": 2, "dense_features": 8})
   c.tracking.enabled = False
   run_data = train.load_run_data(c)
   model, params, model_state = train.build_model(c, jax.tree.map(lambda x: x[:2],
@@ -200,7 +205,10 @@ def test_full_batch_gradient_is_the_mean_over_the_training_set(tmp_path):
   state = train.TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), model_state)
   before = jax.tree.map(jnp.copy, params)
   batches = train.stack_batches(run_data.train, c.batch_size)[0]
-  state, metrics = train.make_train_step(c, model, tx)(state, batches, None)
+  step = train.make_train_step(c, model, tx)
+  if variant == "simple_cnn":
+    assert conv_layouts(step.lower(state, batches, None).as_text()) == {CANONICAL_2D}
+  state, metrics = step(state, batches, None)
   from sharp_dirs.models import loss as model_loss
   loss_fn = model_loss.make_loss_fn(model, model_state, train=False)
   whole = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batches)
