@@ -65,6 +65,8 @@ figures: install
 # thorough version).
 bench: install
 	$(PYTHON) bench/bench_xla_cpu.py --rounds 3 --repeats 5
+	$(PYTHON) bench/bench_pool.py
+	$(PYTHON) bench/bench_full_batch.py
 	$(PYTHON) bench/bench_conv.py --repeats 7
 	$(PYTHON) bench/bench_curvature.py --quick
 	$(PYTHON) bench/bench_hessian_solve.py --examples 256 --steps 20 --repeats 3

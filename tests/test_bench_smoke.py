@@ -95,3 +95,9 @@ def test_bench_pool_quick(capsys):
   assert [r[0] for r in rows] == ["train step", "HVP", "HVP in Lanczos"]
   assert all(math.isfinite(r[3]) and r[1] > 0 and r[2] > 0 for r in rows)
   assert "| HVP in Lanczos (per HVP) |" in capsys.readouterr().out
+
+
+def test_bench_full_batch_quick():
+  """bench_full_batch.py at tiny sizes: the engine's full-batch step with and without the rewrite."""
+  best = load_script("bench_full_batch").main(["--quick"])
+  assert set(best) == {"xla", "rewrite"} and all(0 < t < math.inf for t in best.values())
