@@ -88,13 +88,8 @@ def canonical_conv(lhs: jax.Array, rhs: jax.Array, *, dimension_numbers, **param
   return lax.transpose(out, tuple(int(i) for i in np.argsort(order)))
 
 
-# Max/min pools. XLA's CPU compiler expands ``select_and_scatter`` (the gradient of a max pool)
-# into a variadic reduce-window over index iotas and a scatter, several times slower than
-# elementwise code. For the common non-overlapping pool (window == stride, no padding or
-# dilation: ``nn.max_pool(x, (2, 2), (2, 2))``) the pool and its derivatives are a mask over
-# the windows laid out on a trailing axis; the mask marks, in each window, the first element
-# that the select keeps (the maximum for max, as XLA's ``ge`` select does), so values and
-# derivatives are the same, ties included.
+# Plain pools (module docstring): the windows on a trailing axis, each window's first chosen
+# element marked by a mask, as XLA's select keeps it.
 _SELECT_KIND = {lax.ge_p: "max", lax.le_p: "min"}  # select_and_scatter_add's select_prim
 
 
@@ -207,7 +202,8 @@ def needs_rewrite(jaxpr: jcore.Jaxpr, pools: bool = True) -> bool:
 
 
 def _evaluate(jaxpr: jcore.Jaxpr, consts, *args, pools: bool = True) -> list:
-  """Evaluates jaxpr on args (under the current trace), convolutions made canonical."""
+  """Evaluates jaxpr on args (under the current trace), convolutions made canonical and, with
+  ``pools``, plain pools rewritten."""
   env = {}
 
   def read(var):
@@ -224,11 +220,11 @@ def _evaluate(jaxpr: jcore.Jaxpr, consts, *args, pools: bool = True) -> list:
   for eqn in jaxpr.eqns:
     invals = [read(var) for var in eqn.invars]
     body = _inlinable_body(eqn)
-    pool = _pool_rewrite(eqn) if pools else None
+    pool_fn = _pool_rewrite(eqn) if pools else None
     if eqn.primitive is lax.conv_general_dilated_p:
       outvals = [canonical_conv(*invals, **eqn.params)]
-    elif pool is not None:
-      outvals = [pool(*invals)]
+    elif pool_fn is not None:
+      outvals = [pool_fn(*invals)]
     elif body is not None and needs_rewrite(body[0], pools):
       outvals = _evaluate(body[0], body[1], *invals, pools=pools)
     else:

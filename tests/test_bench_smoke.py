@@ -5,6 +5,14 @@ import math
 import pathlib
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
+# Benchmarks run in subprocesses skip most XLA optimizations too (conftest.fast_compiles):
+# compiling is most of a smoke run, and the numbers are not read.
+FAST_COMPILE = "JAX_DISABLE_MOST_OPTIMIZATIONS"
+
+
+def fast_env():
+  import os
+  return {**os.environ, FAST_COMPILE: "1"}
 
 
 def load_script(name):
@@ -37,7 +45,7 @@ def test_bench_train_quick():
   import sys
   out = subprocess.run([sys.executable, str(BENCH / "bench_train.py"), "--quick",
                         "--models=mlp", "--repeats=2", "--track_repeats=1"],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=fast_env())
   assert out.returncode == 0, out.stderr[-2000:]
   import json
   row = json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])
@@ -69,8 +77,9 @@ def test_bench_warm_quick(capsys):
     assert all(math.isfinite(r[1]) and r[1] > 0 and min(r[4]) > 0 for r in rows)
 
 
-def test_bench_xla_cpu_quick(capsys):
+def test_bench_xla_cpu_quick(capsys, monkeypatch):
   """bench_xla_cpu.py: one worker process per setting, tiny SimpleCNN sizes."""
+  monkeypatch.setenv(FAST_COMPILE, "1")   # inherited by the workers
   median = load_script("bench_xla_cpu").main(["--quick"])
   assert set(median) == {True, False} and median[True].keys() == median[False].keys()
   assert all(math.isfinite(ms) and ms > 0 for row in median.values() for ms in row.values())
@@ -84,7 +93,7 @@ def test_bench_hessian_solve_tiny():
   import sys
   out = subprocess.run([sys.executable, str(BENCH / "bench_hessian_solve.py"), "--examples=8",
                         "--steps=3", "--k=1", "--repeats=1"],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=fast_env())
   assert out.returncode == 0, out.stderr[-2000:]
   assert "| jvp | " in out.stdout and "| linearize | " in out.stdout
 
