@@ -9,7 +9,7 @@ CPU compiler leaves autodiff's convolutions in their slow layout (sharp_dirs/con
 The step ``train.make_train_step`` builds (SimpleCNN root, ``conv_impl="auto"``: ``nn.Conv``
 under sharp_dirs' XLA flag, real Fashion-MNIST) is timed as the engine runs it ("rewrite":
 the per-batch gradient through ``conv_layout.canonicalize_convs``) and as it ran before that
-("xla": ``conv_layout.use_canonical_convs`` patched to False while the step is built), in
+("xla": ``conv_layout.use_canonical_convs`` patched to False while the step is traced), in
 alternating rounds after a compile call each; minimum kept. ``--quick``: tiny sizes (CI).
 """
 
@@ -34,11 +34,14 @@ from sharp_dirs import train  # noqa: E402
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "edge_of_stability.py"
 
 
-def build_step(config, model, tx, rewrite: bool):
+def compiled_step(config, model, tx, state, batches, rewrite: bool):
+  """The engine's step compiled for (state, batches); without ``rewrite`` it is traced with
+  ``conv_layout.use_canonical_convs`` patched to False (the step consults it at trace time)."""
+  step = train.make_train_step(config, model, tx)
   if rewrite:
-    return train.make_train_step(config, model, tx)
+    return step.lower(state, batches, None).compile()
   with mock.patch.object(conv_layout, "use_canonical_convs", lambda enable=None: False):
-    return train.make_train_step(config, model, tx)
+    return step.lower(state, batches, None).compile()
 
 
 def main(argv=None):
@@ -63,7 +66,8 @@ def main(argv=None):
   tx = train.make_optimizer(config)
   batches = train.stack_batches(run_data.train, config.batch_size)[0]
   state = train.TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), model_state)
-  steps = {name: build_step(config, model, tx, name == "rewrite") for name in ("xla", "rewrite")}
+  steps = {name: compiled_step(config, model, tx, state, batches, name == "rewrite")
+           for name in ("xla", "rewrite")}
   states = {name: jax.block_until_ready(step(jax.tree.map(jnp.copy, state), batches, None)[0])
             for name, step in steps.items()}   # compile + warm-up
   best = {name: float("inf") for name in steps}
