@@ -164,6 +164,8 @@ def pool_scatter(source: jax.Array, operand: jax.Array, window: tuple, kind: str
 def _pool_rewrite(eqn) -> Optional[Callable]:
   """``eqn``'s function by the plain-pool rewrite, or None where it does not apply."""
   name, params = eqn.primitive.name, eqn.params
+  if not jnp.issubdtype(eqn.invars[0].aval.dtype, jnp.floating):
+    return None  # integer pools have no derivatives to speed up
   if name in ("reduce_window_max", "reduce_window_min") and is_plain_pool(**params):
     kind, window = name[len("reduce_window_"):], tuple(params["window_dimensions"])
     return lambda x: pool(x, window, kind)

@@ -243,7 +243,10 @@ def test_pool_gradient_compiles_without_select_and_scatter():
       lambda x: jnp.sum(conv_layout.pool(x, (1, 2, 2, 1)) ** 2)))
 
 
-def test_overlapping_and_padded_pools_are_left_to_xla(x64):
+def test_overlapping_padded_and_integer_pools_are_left_to_xla(x64):
+  ints = jnp.arange(32).reshape(1, 4, 4, 2)
+  assert not conv_layout.needs_rewrite(jax.make_jaxpr(
+      lambda n: nn.max_pool(n, (2, 2), (2, 2)))(ints).jaxpr)
   x = tied((2, 7, 7, 2), 2)
   for pool in (lambda x: nn.max_pool(x, (3, 3), (2, 2)),
                lambda x: nn.max_pool(x, (2, 2), (2, 2), padding="SAME")):
