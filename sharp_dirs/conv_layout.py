@@ -92,6 +92,7 @@ def canonical_conv(lhs: jax.Array, rhs: jax.Array, *, dimension_numbers, **param
 # Plain pools (module docstring): the windows on a trailing axis, each window's first chosen
 # element marked by a mask, as XLA's select keeps it.
 _SELECT_KIND = {lax.ge_p: "max", lax.le_p: "min"}  # select_and_scatter_add's select_prim
+_POOL_PRIMITIVES = ("reduce_window_max", "reduce_window_min", "select_and_scatter_add")
 
 
 def is_plain_pool(window_dimensions, window_strides, padding, base_dilation=None,
@@ -165,13 +166,14 @@ def pool_scatter(source: jax.Array, operand: jax.Array, window: tuple, kind: str
 def _pool_rewrite(eqn) -> Optional[Callable]:
   """``eqn``'s function by the plain-pool rewrite, or None where it does not apply."""
   name, params = eqn.primitive.name, eqn.params
-  if not jnp.issubdtype(eqn.invars[0].aval.dtype, jnp.floating):
+  if name not in _POOL_PRIMITIVES or not is_plain_pool(**params):
+    return None
+  if not jnp.issubdtype(eqn.invars[-1].aval.dtype, jnp.floating):
     return None  # integer pools have no derivatives to speed up
-  if name in ("reduce_window_max", "reduce_window_min") and is_plain_pool(**params):
+  if name in ("reduce_window_max", "reduce_window_min"):
     kind, window = name[len("reduce_window_"):], tuple(params["window_dimensions"])
     return lambda x: pool(x, window, kind)
-  if (name == "select_and_scatter_add" and is_plain_pool(**params)
-      and params["select_prim"] in _SELECT_KIND):
+  if params.get("select_prim") in _SELECT_KIND:  # select_and_scatter_add
     window, kind = tuple(params["window_dimensions"]), _SELECT_KIND[params["select_prim"]]
     return lambda source, operand: pool_scatter(source, operand, window, kind)
   return None
