@@ -268,7 +268,11 @@ def use_canonical_convs(enable: Optional[bool] = None) -> bool:
   return jax.default_backend() == "cpu" if enable is None else bool(enable)
 
 
+def if_enabled(fn: Callable, enable: Optional[bool] = None) -> Callable:
+  """``canonicalize_convs(fn)`` when ``use_canonical_convs(enable)``, else ``fn`` itself."""
+  return canonicalize_convs(fn) if use_canonical_convs(enable) else fn
+
+
 def grad(loss_fn: Callable, enable: Optional[bool] = None) -> Callable:
   """``jax.grad(loss_fn)``, with canonical convolutions when ``use_canonical_convs(enable)``."""
-  g = jax.grad(loss_fn)
-  return canonicalize_convs(g) if use_canonical_convs(enable) else g
+  return if_enabled(jax.grad(loss_fn), enable)

@@ -171,9 +171,7 @@ def gnvp(predict_fn: Callable[[PyTree, PyTree], jax.Array],
     _, vjp = jax.vjp(lambda p: predict_fn(p, batch), params)
     return vjp(h_jv)[0]
 
-  if conv_layout.use_canonical_convs(canonical_convs):
-    product = conv_layout.canonicalize_convs(product)
-  return product(params, batch, v)
+  return conv_layout.if_enabled(product, canonical_convs)(params, batch, v)
 
 
 def start_block(init: Optional[lz.Eigenpairs], key: jax.Array, params: PyTree,

@@ -198,9 +198,8 @@ def make_train_step(config, model, tx, placement: Optional[distributed.Placement
             lambda p: model_loss.train_loss_and_state(model, p, model_state, batch, rng, l2),
             has_aux=True)(params)
         return value, grads, model_loss.accuracy(logits, batch[model.target_key])
-      if conv_layout.use_canonical_convs(None):  # lax.map is a loop: see conv_layout
-        one = conv_layout.canonicalize_convs(one)
-      values, grads, accs = jax.lax.map(one, batches)
+      # lax.map is a loop: on CPU its convolutions need conv_layout's rewrite.
+      values, grads, accs = jax.lax.map(conv_layout.if_enabled(one), batches)
       grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
       return (jnp.mean(values), (model_state, None, jnp.mean(accs))), grads
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import math
+import os
 import pathlib
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
@@ -11,7 +12,6 @@ FAST_COMPILE = "JAX_DISABLE_MOST_OPTIMIZATIONS"
 
 
 def fast_env():
-  import os
   return {**os.environ, FAST_COMPILE: "1"}
 
 
