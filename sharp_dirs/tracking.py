@@ -1,8 +1,10 @@
 """Tracking the top of the Hessian spectrum along a run, and the analyses that use it.
 
 At each tracking evaluation (scheduled by ``train.Schedule``) the ``Tracker``
-1. draws a fresh sample of N training examples (augmented like the training stream; a fixed
-   sample for full-batch gradient descent), as the paper's ``lanczos_aug=True``;
+1. draws a fresh sample of N training examples (augmented like the training stream), as the
+   paper's ``lanczos_aug=True``; or the same N examples every time (full-batch gradient
+   descent, or ``tracking.fixed_sample=True``: the Hessian of a fixed subset, whose changes
+   along a run are the trajectory's, not the sample's);
 2. computes the top-k eigenpairs of the Hessian of the mean loss over it (inference mode, with
    the L2 term) by Lanczos on the dataset HVP, warm-started from the previous eigenvectors
    (one compiled program serves cold and warm starts; ``tracking.warm_method="block"`` refreshes
@@ -11,7 +13,7 @@ At each tracking evaluation (scheduled by ``train.Schedule``) the ``Tracker``
    threshold 2(1+m) of SGD with momentum m on a quadratic (the edge-of-stability view), the
    fraction of a minibatch gradient's and of the sample gradient's squared norm inside the
    top-k subspace, and the overlap with the previous top-k subspace;
-4. runs the analyses the config enables (``sharp_dirs.analyses``; PAPER.md F3–F5), the
+4. runs the analyses the config enables (``sharp_dirs.analyses``; docs/protocol.md, F3–F5), the
    Frobenius-norm estimates and the spectral density.
 """
 
@@ -128,14 +130,17 @@ class Tracker:
 
   def sample(self, step: int, num_examples: int, batch_size: int, stream: int = SAMPLE_STREAM,
              augment: Optional[bool] = None) -> dict:
-    """N training examples as stacked batches [⌈N/b⌉, b, ...], fresh per step (fixed in GD)."""
+    """N training examples as stacked batches [⌈N/b⌉, b, ...], fresh per step; the same examples
+    every time in GD and, for the tracker's own samples, with ``tracking.fixed_sample``."""
     from sharp_dirs import data  # pylint: disable=g-import-not-at-top
     if augment is None:
       augment = self.run_data.augment if self.config.tracking.augment is None else (
           self.config.tracking.augment)
     sample = data.hessian_sample(
         self.run_data.train, step_key(self.config.seed, stream, step), num_examples=num_examples,
-        batch_size=batch_size, fresh=not self.config.full_batch, augment=augment,
+        batch_size=batch_size, fresh=not (self.config.full_batch or (
+            stream == SAMPLE_STREAM and self.config.tracking.get("fixed_sample", False))),
+        augment=augment,
         seed=self.config.seed)
     if self.placement is not None:
       sample = self.placement.put_batch(sample, batch_dim=1)

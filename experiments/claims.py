@@ -1,0 +1,54 @@
+r"""The claims report: each claim of the paper judged from run directories, verdicts that can fail.
+
+  python experiments/claims.py --runs=runs/cpu --out=figures     # after `make figures`
+
+``--runs`` is a directory with one sub-directory of runs per family (noise_grid,
+sharp_analysis, nsgd, rescaling, edge_of_stability), as `make figures` writes them; a family
+that is missing makes its claims inconclusive. Writes ``claims.md`` and ``claims.json`` to
+``--out`` and prints the Markdown. The statistics, thresholds and verdict rules are in
+``sharp_dirs/claims.py``.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from sharp_dirs import claims
+from sharp_dirs import metrics_io
+
+_RUNS = flags.DEFINE_string("runs", "runs/cpu", "Directory of the families' run directories.")
+_OUT = flags.DEFINE_string("out", "figures", "Where claims.md and claims.json go.")
+
+
+def read_family(path: str) -> list:
+  """The runs directly under ``path`` (a sweep directory), or [] when there is none."""
+  if not os.path.isdir(path):
+    return []
+  dirs = sorted(os.path.join(path, d) for d in os.listdir(path))
+  return [metrics_io.read_run(d) for d in dirs
+          if os.path.isfile(os.path.join(d, metrics_io.METRICS))]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not os.path.isdir(_RUNS.value):
+    sys.exit(f"--runs={_RUNS.value!r} is not a directory: run `make figures` first (it writes "
+             "runs/cpu/<family>/...).")
+  families = {f: read_family(os.path.join(_RUNS.value, f)) for _, f, _ in claims.FAMILIES}
+  verdicts = claims.report(families)
+  os.makedirs(_OUT.value, exist_ok=True)
+  text = (f"# Claims report\n\nFrom the runs under `{_RUNS.value}` "
+          f"(`python experiments/claims.py --runs={_RUNS.value}`). Verdict rules and thresholds: "
+          "`sharp_dirs/claims.py`.\n\n" + claims.to_markdown(verdicts))
+  with open(os.path.join(_OUT.value, "claims.md"), "w", encoding="utf-8") as f:
+    f.write(text)
+  with open(os.path.join(_OUT.value, "claims.json"), "w", encoding="utf-8") as f:
+    f.write(claims.to_json(verdicts))
+  print(text)
+
+
+if __name__ == "__main__":
+  app.run(main)
