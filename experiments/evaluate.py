@@ -1,4 +1,4 @@
-r"""Post-hoc evaluation of a run's checkpoints, as the paper's NSGD table (PAPER.md §3.3).
+r"""Post-hoc evaluation of checkpoints for the NSGD table (docs/protocol.md, Post-hoc evaluation).
 
 For the best-validation and the last checkpoint of each run: the top-k Hessian eigenvalues
 (k = 50) on N = 5120 fresh augmented training examples, the Frobenius norm ‖H‖_F (the unbiased
@@ -13,6 +13,7 @@ test sets. Writes ``<run>/evaluation_<checkpoint>.json``.
 import glob
 import json
 import os
+import sys
 import time
 
 from absl import app
@@ -20,6 +21,10 @@ from absl import flags
 from absl import logging
 import jax
 import numpy as np
+
+from sharp_dirs import cli
+from sharp_dirs import config as config_lib
+from sharp_dirs import rundir
 
 _WORKDIR = flags.DEFINE_multi_string("workdir", None, "Run directories (globs allowed).")
 _CHECKPOINTS = flags.DEFINE_list("checkpoint", ["best", "last"], "Which checkpoints: best, last.")
@@ -29,6 +34,10 @@ _NUM_PROBES = flags.DEFINE_integer("num_probes", 50, "Gaussian probes of the Fro
 _SEED = flags.DEFINE_integer("seed", 777, "Seed of the sample and the probes (the paper's 777).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Recompute evaluations that exist already.")
 flags.mark_flags_as_required(["workdir"])
+
+
+class EvaluationError(ValueError):
+  """A flag that does not fit the run (e.g. more Hessian examples than the data has)."""
 
 
 def evaluate_checkpoint(workdir: str, which: str, *, k: int, num_examples: int,
@@ -44,6 +53,14 @@ def evaluate_checkpoint(workdir: str, which: str, *, k: int, num_examples: int,
     step, params, model_state = int(last["state"].step), last["state"].params, (
         last["state"].model_state)
   from sharp_dirs import data  # pylint: disable=g-import-not-at-top
+  n, batch = train.num_examples(run_data.train), config.tracking.batch_size
+  if -(-num_examples // batch) * batch > n:
+    raise EvaluationError(
+        f"--num_examples={num_examples} needs {-(-num_examples // batch) * batch} examples "
+        f"(whole batches of tracking.batch_size = {batch}) but {workdir} trains on {n}: pass "
+        f"--num_examples <= {n // batch * batch}.")
+  if k > tm.size(params):
+    raise EvaluationError(f"--k={k} exceeds the model's {tm.size(params)} parameters.")
   key = jax.random.PRNGKey(seed)
   sample = data.hessian_sample(run_data.train, key, num_examples=num_examples,
                                batch_size=config.tracking.batch_size, augment=run_data.augment)
@@ -78,23 +95,42 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   workdirs = sorted({d for pattern in _WORKDIR.value for d in glob.glob(pattern)})
   if not workdirs:
-    raise app.UsageError(f"No run directory matches {_WORKDIR.value}.")
+    sys.exit(f"--workdir: no run directory matches {_WORKDIR.value}.")
+  for which in _CHECKPOINTS.value:
+    if which not in ("best", "last"):
+      sys.exit(f"--checkpoint={which}: use best or last.")
+  for name, value in (("k", _K.value), ("num_examples", _NUM_EXAMPLES.value),
+                      ("num_probes", _NUM_PROBES.value)):
+    if value < 1:
+      sys.exit(f"--{name}={value}: must be >= 1.")
+  failed = []
   for workdir in workdirs:
+    if not os.path.isdir(workdir) or rundir.read_config(workdir) is None:
+      print(f"Cannot evaluate {workdir}: it is not a run directory (no config.json); pass the "
+            "--workdir of a run made by experiments/train.py.", file=sys.stderr, flush=True)
+      failed.append(workdir)
+      continue
     for which in _CHECKPOINTS.value:
-      if which not in ("best", "last"):
-        raise app.UsageError(f"--checkpoint={which}: use best or last.")
       path = os.path.join(workdir, f"evaluation_{which}.json")
       if os.path.exists(path) and not _OVERWRITE.value:
         print(f"{path} exists: skipped (--overwrite recomputes it).")
         continue
-      result = evaluate_checkpoint(workdir, which, k=_K.value, num_examples=_NUM_EXAMPLES.value,
-                                   num_probes=_NUM_PROBES.value, seed=_SEED.value)
+      try:
+        result = evaluate_checkpoint(workdir, which, k=_K.value,
+                                     num_examples=_NUM_EXAMPLES.value,
+                                     num_probes=_NUM_PROBES.value, seed=_SEED.value)
+      except (EvaluationError, config_lib.ConfigError, rundir.RunDirError) as e:
+        print(f"Cannot evaluate {which} of {workdir}: {e}", file=sys.stderr, flush=True)
+        failed.append(f"{workdir} ({which})")
+        continue
       with open(path, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
       print(json.dumps({"workdir": workdir, **{k: v for k, v in result.items()
                                                if k != "lambda"}}))
+  if failed:
+    sys.exit(1)  # each failure was reported in one line above
 
 
 if __name__ == "__main__":
   logging.set_verbosity(logging.WARNING)
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -10,6 +10,10 @@ r"""Runs a grid of one config: every combination of dotted overrides, one after 
 
 Without ``--sweep`` the config module's ``get_sweep(variant)`` gives the grid (the paper's).
 Each run writes ``<workdir>/<field=value,...>``; finished runs are skipped, killed ones resume.
+Every run's config is built and validated before the first run starts (a bad value or type is
+one line); a run that cannot run (its directory locked by another process, made with another
+config, damaged beyond repair) is reported in one line and the sweep goes on to the next; the
+exit status is 1 when any run failed.
 """
 
 import ast
@@ -20,6 +24,7 @@ import logging as pylogging
 import os
 import shlex
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -31,6 +36,9 @@ _SWEEP = flags.DEFINE_multi_string(
     "sweep", [], "field=v1,v2,... (repeat the flag for a cartesian product).")
 _SET = flags.DEFINE_multi_string("set", [], "field=value applied to every run of the grid.")
 _PRINT_ONLY = flags.DEFINE_bool("print_only", False, "Print one command per run, run nothing.")
+_ALLOW_CHANGES = flags.DEFINE_bool(
+    "allow_changes", False, "Resumed runs may take the changes of "
+    "sharp_dirs.rundir.RESUMABLE_CHANGES (e.g. more epochs).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -41,13 +49,17 @@ def _value(text: str):
     return text
 
 
+class SweepError(ValueError):
+  """A bad --sweep/--set/--config: the message names the flag."""
+
+
 def parse_sweep(specs: list[str]) -> list[dict]:
   """['a=1,2', 'b=x'] -> [{'a': 1, 'b': 'x'}, {'a': 2, 'b': 'x'}]."""
   axes = []
   for spec in specs:
     field, sep, values = spec.partition("=")
-    if not sep or not values:
-      raise app.UsageError(f"--sweep={spec!r}: expected field=value1,value2,...")
+    if not sep or not values or not field.strip():
+      raise SweepError(f"--sweep={spec!r}: expected field=value1,value2,...")
     axes.append([(field.strip(), _value(v.strip())) for v in values.split(",")])
   return [dict(combo) for combo in itertools.product(*axes)] if axes else []
 
@@ -64,52 +76,112 @@ def run_name(overrides: dict) -> str:
 
 
 def set_field(config, dotted: str, value) -> None:
+  """config.<dotted> = value, or SweepError naming the field (unknown field, wrong type)."""
   *parents, last = dotted.split(".")
   node = config
   for p in parents:
+    if not hasattr(node, "keys") or p not in node:
+      raise SweepError(f"{dotted!r} is not a config field (sharp_dirs/config.py lists them).")
     node = node[p]
-  if last not in node:
-    raise app.UsageError(f"--sweep field {dotted!r} is not a config field.")
-  node[last] = value
+  if not hasattr(node, "keys") or last not in node:
+    raise SweepError(f"{dotted!r} is not a config field (sharp_dirs/config.py lists them).")
+  try:
+    node[last] = value
+  except (TypeError, ValueError) as e:
+    raise SweepError(f"config.{dotted} = {value!r}: {str(e).splitlines()[0]} (the field holds "
+                     f"{type(node[last]).__name__} values)") from None
+
+
+def build_configs(get_config, grid: list[dict], fixed: dict) -> list:
+  """[(overrides, config)] of the grid, every config validated: SweepError (one line) first."""
+  from sharp_dirs import config as config_lib  # pylint: disable=g-import-not-at-top
+  out = []
+  for overrides in grid:
+    config = get_config()
+    for k, v in {**fixed, **overrides}.items():
+      set_field(config, k, v)
+    try:
+      config_lib.validate(config)
+    except config_lib.ConfigError as e:
+      raise SweepError(f"run {run_name(overrides)}: {e}") from None
+    out.append((overrides, config))
+  return out
+
+
+def run_grid(runs: list, workdir: str, *, allow_changes: bool = False) -> list[str]:
+  """Trains each (overrides, config) of ``runs`` in ``<workdir>/<run name>``, one after the
+  other; returns one line per run that could not run (the others go on)."""
+  from sharp_dirs import config as config_lib  # pylint: disable=g-import-not-at-top
+  from sharp_dirs import rundir  # pylint: disable=g-import-not-at-top
+  from sharp_dirs import train  # pylint: disable=g-import-not-at-top
+  failures = []
+  for overrides, config in runs:
+    run_dir = os.path.join(workdir, run_name(overrides))
+    status_path = os.path.join(run_dir, "status.json")
+    if os.path.exists(status_path):
+      try:
+        with open(status_path, encoding="utf-8") as f:
+          done = json.load(f).get("status") in ("finished", "early_stopped", "diverged")
+      except ValueError:
+        done = False  # a damaged status.json: the run resumes and writes it again
+      if done and not rundir.config_differences(config, run_dir):
+        print(f"{run_dir}: done already, skipped.", flush=True)
+        continue
+    print(f"Run {run_dir}", flush=True)
+    try:
+      status = train.train_and_evaluate(config, run_dir, allow_changes=allow_changes)
+    except (config_lib.ConfigError, rundir.RunDirError) as e:
+      failures.append(f"{run_dir}: {e}")
+      print(f"Cannot run {run_dir}: {e}", file=sys.stderr, flush=True)
+      continue
+    except Exception as e:  # pylint: disable=broad-except  (a bug: shown whole, then go on)
+      traceback.print_exc()
+      failures.append(f"{run_dir}: {type(e).__name__}: {e}")
+      continue
+    print(json.dumps({"workdir": run_dir, "status": status["status"], "step": status["step"]}),
+          flush=True)
+  return failures
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    sys.exit(f"Unexpected arguments: {argv[1:]}")
   path, _, variant = _CONFIG.value.partition(":")
-  module = load_module(path)
-  grid = parse_sweep(_SWEEP.value)
-  if not grid:
-    if not hasattr(module, "get_sweep"):
-      raise app.UsageError(f"{path} has no get_sweep(): pass --sweep=field=v1,v2,...")
-    grid = module.get_sweep(variant or None)
-  fixed = {}
-  for spec in _SET.value:
-    field, sep, value = spec.partition("=")
-    if not sep:
-      raise app.UsageError(f"--set={spec!r}: expected field=value")
-    fixed[field.strip()] = _value(value.strip())
-  train_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
-  for overrides in grid:
-    workdir = os.path.join(_WORKDIR.value, run_name(overrides))
+  if not os.path.isfile(path):
+    sys.exit(f"--config: no such file {path!r} (the form is --config=configs/<name>.py"
+             "[:variant]).")
+  try:
+    module = load_module(path)
+    grid = parse_sweep(_SWEEP.value)
+    if not grid:
+      if not hasattr(module, "get_sweep"):
+        raise SweepError(f"{path} has no get_sweep(): pass --sweep=field=v1,v2,...")
+      grid = module.get_sweep(variant or None)
+    fixed = {}
+    for spec in _SET.value:
+      field, sep, value = spec.partition("=")
+      if not sep:
+        raise SweepError(f"--set={spec!r}: expected field=value")
+      fixed[field.strip()] = _value(value.strip())
     if _PRINT_ONLY.value:
-      args = [sys.executable, train_py, f"--config={_CONFIG.value}", f"--workdir={workdir}"]
-      args += [f"--config.{k}={v}" for k, v in {**fixed, **overrides}.items()]
-      print(" ".join(shlex.quote(a) for a in args))
-      continue
-    status_path = os.path.join(workdir, "status.json")
-    if os.path.exists(status_path):
-      with open(status_path, encoding="utf-8") as f:
-        if json.load(f).get("status") in ("finished", "early_stopped", "diverged"):
-          print(f"{workdir}: done already, skipped.", flush=True)
-          continue
-    from sharp_dirs import train  # pylint: disable=g-import-not-at-top
-    config = module.get_config(variant or None)
-    for k, v in {**fixed, **overrides}.items():
-      set_field(config, k, v)
-    print(f"Run {workdir}", flush=True)
-    status = train.train_and_evaluate(config, workdir)
-    print(json.dumps({"workdir": workdir, "status": status["status"], "step": status["step"]}))
+      train_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+      for overrides in grid:
+        workdir = os.path.join(_WORKDIR.value, run_name(overrides))
+        args = [sys.executable, train_py, f"--config={_CONFIG.value}", f"--workdir={workdir}"]
+        args += [f"--config.{k}={v}" for k, v in {**fixed, **overrides}.items()]
+        print(" ".join(shlex.quote(a) for a in args))
+      return
+    runs = build_configs(lambda: module.get_config(variant or None), grid, fixed)
+  except SweepError as e:
+    sys.exit(f"Bad sweep: {e}")
+  except Exception as e:  # pylint: disable=broad-except  (an error inside the config module)
+    from sharp_dirs import config as config_lib  # pylint: disable=g-import-not-at-top
+    if not isinstance(e, config_lib.ConfigError):
+      raise
+    sys.exit(f"Bad config: {e}")
+  failures = run_grid(runs, _WORKDIR.value, allow_changes=_ALLOW_CHANGES.value)
+  if failures:
+    sys.exit(f"{len(failures)} of {len(runs)} runs could not run:\n" + "\n".join(failures))
 
 
 if __name__ == "__main__":

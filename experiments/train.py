@@ -4,8 +4,12 @@ r"""Launches one experiment: ``train_and_evaluate(config, workdir)`` from a conf
   python experiments/train.py --config=configs/nsgd.py --workdir=runs/nsgd \
       --config.nsgd.gamma=0.01 --config.seed=1
 
-``--config.a.b=value`` overrides any field (see sharp_dirs/config.py for all of them). A run
-directory that already holds checkpoints is resumed.
+``--config.a.b=value`` overrides any field (see sharp_dirs/config.py for all of them); a dict
+field takes new keys as a dict literal (``--config.optimizer.kwargs="{'b1': 0.95}"``). A run
+directory that already holds checkpoints is resumed, with the config it was started with: another
+config is refused, naming the fields that differ (``--allow_changes`` lets a resumed run take
+more epochs or other logging/checkpointing frequencies, ``sharp_dirs.rundir.RESUMABLE_CHANGES``).
+One process writes a run directory at a time (``<workdir>/.lock``).
 
 Devices: the run uses a mesh over all devices (``--config.mesh.data=-1``, the default; batches
 split over them, see ``sharp_dirs.distributed``). Multi-host: start the same command on every
@@ -27,7 +31,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from sharp_dirs import config as config_lib
+from sharp_dirs import cli
 from sharp_dirs import distributed
 from sharp_dirs import train
 
@@ -41,6 +45,9 @@ _COORDINATOR = flags.DEFINE_string(
     "(jax.distributed.initialize); with --num_processes and --process_id.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id, from 0.")
+_ALLOW_CHANGES = flags.DEFINE_bool(
+    "allow_changes", False, "Resuming: accept a config that differs from the run's in "
+    "sharp_dirs.rundir.RESUMABLE_CHANGES (num_epochs, log/checkpoint frequencies).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-host with auto-detected coordinates (jax.distributed.initialize"
     "() on SLURM, Open MPI, Cloud TPU, GKE).")
@@ -57,11 +64,10 @@ def main(argv):
                            auto=_DISTRIBUTED.value)
   except ValueError as e:
     sys.exit(f"Bad flags: {e}")
-  try:
+  with cli.user_errors():
     status = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                                      stop_at_step=_STOP_AT_STEP.value)
-  except config_lib.ConfigError as e:
-    sys.exit(f"Bad config: {e}")
+                                      stop_at_step=_STOP_AT_STEP.value,
+                                      allow_changes=_ALLOW_CHANGES.value)
   summary = {k: v for k, v in status.items() if k != "last"}
   if jax.process_index() == 0:
     print(json.dumps(summary))
@@ -70,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

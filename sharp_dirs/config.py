@@ -7,6 +7,7 @@ compiled, naming the field, the value and what is allowed. Units: ``epoch`` is t
 events.
 """
 
+import math
 from typing import Any
 
 from ml_collections import config_dict
@@ -29,8 +30,60 @@ BN_MODELS = ("resnet32_bn", "vgg11")
 MESH_AXIS_TYPES = ("auto", "explicit")
 
 
+OPTAX_FLOAT_KWARGS = ("b1", "b2", "eps", "eps_root", "weight_decay", "decay",
+                      "initial_accumulator_value")
+
+
 class ConfigError(ValueError):
   """A config field has a bad value; the message names the field and what is allowed."""
+
+
+def given_kwargs(kwargs) -> dict:
+  """The entries of a kwargs field (model_kwargs, optimizer.kwargs) that are not None."""
+  return {k: v for k, v in dict(kwargs).items() if v is not None}
+
+
+def _check_finite(node: Any, prefix: str = "") -> None:
+  """Every float of the config (in tuples too) finite: nan/inf fail here, naming the field."""
+  for key, value in node.items():
+    field = f"{prefix}{key}"
+    if isinstance(value, (ConfigDict, dict)):
+      _check_finite(value, field + ".")
+      continue
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    for v in values:
+      if isinstance(v, float) and not math.isfinite(v):
+        _fail(field, value, "must be a finite number")
+
+
+def _check_kwargs(config: ConfigDict) -> None:
+  """model_kwargs and optimizer.kwargs: only arguments the model / optax.<name> takes."""
+  from sharp_dirs.models import registry  # pylint: disable=g-import-not-at-top
+  allowed = registry.model_arguments(config.model)
+  for key, value in given_kwargs(config.model_kwargs).items():
+    if key not in allowed:
+      _fail(f"model_kwargs.{key}", value,
+            f"model {config.model!r} takes no argument {key!r}; it takes {', '.join(allowed)} "
+            f"(a config variant, e.g. :cpu, sets model_kwargs for its own model: with another "
+            f"model pass --config.model_kwargs.{key}=None)")
+  o = config.optimizer
+  given = given_kwargs(o.kwargs)
+  if not given or o.name not in OPTIMIZERS:
+    return
+  if o.name in ("sgd", "nsgd"):
+    key = next(iter(given))
+    _fail(f"optimizer.kwargs.{key}", given[key],
+          f"optimizer {o.name!r} takes no optax kwargs (its options are optimizer.momentum, "
+          "optimizer.nesterov" + (" and the nsgd.* fields" if o.name == "nsgd" else "") + ")")
+  import inspect  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  params = inspect.signature(getattr(optax, o.name)).parameters
+  for key, value in given.items():
+    if key not in params or key == "learning_rate":
+      _fail(f"optimizer.kwargs.{key}", value,
+            f"optax.{o.name} takes no argument {key!r}"
+            + (" (set optimizer.learning_rate)" if key == "learning_rate" else
+               f"; it takes {', '.join(p for p in params if p != 'learning_rate')}"))
 
 
 def default_config() -> ConfigDict:
@@ -49,7 +102,7 @@ def default_config() -> ConfigDict:
 
   # Model and loss.
   c.model = "simple_cnn_root"
-  c.model_kwargs = ConfigDict()  # extra constructor arguments, e.g. dropout
+  c.model_kwargs = ConfigDict()  # extra constructor arguments, e.g. dropout; None = the default
   c.l2 = 0.0  # Keras' l2: loss += l2·Σ‖W‖² over kernels
 
   # Training.
@@ -63,7 +116,11 @@ def default_config() -> ConfigDict:
   c.optimizer.momentum = 0.0
   c.optimizer.nesterov = False
   c.optimizer.grad_clip_norm = 0.0  # > 0: clip the global gradient norm (Keras clipnorm)
-  c.optimizer.kwargs = ConfigDict()  # extra arguments of optax.<name> (adam's b1, ...)
+  # Extra arguments of optax.<name>: the usual ones are here as placeholders (None: optax's
+  # default), so --config.optimizer.kwargs.b1=0.95 works; others are given as a dict literal,
+  # --config.optimizer.kwargs="{'nesterov': True}" (which replaces the whole dict).
+  c.optimizer.kwargs = ConfigDict({
+      name: config_dict.placeholder(float) for name in OPTAX_FLOAT_KWARGS})
 
   # Nudged SGD (optimizer.name == "nsgd"): γ along the top num_directions eigenvectors.
   c.nsgd = ConfigDict()
@@ -174,6 +231,7 @@ def validate(config: ConfigDict) -> None:
   The checks that need the dataset's size or the model's shapes are in ``validate_against``.
   """
   from sharp_dirs.models import registry  # pylint: disable=g-import-not-at-top
+  _check_finite(config)
   if config.model not in registry.MODEL_NAMES:
     _fail("model", config.model, f"allowed: {', '.join(registry.MODEL_NAMES)}")
   if config.dataset not in DATASET_KINDS:
@@ -197,6 +255,7 @@ def validate(config: ConfigDict) -> None:
     _fail("optimizer.momentum", config.optimizer.momentum, "must be in [0, 1)")
   if config.optimizer.name not in OPTIMIZERS:
     _fail("optimizer.name", config.optimizer.name, f"allowed: {', '.join(OPTIMIZERS)}")
+  _check_kwargs(config)
   if config.full_batch and config.model in BN_MODELS:
     _fail("model", config.model, "full_batch=True needs a model without batch norm (ghost "
           "batch norm is not implemented); allowed: " +

@@ -201,15 +201,33 @@ def _hessian_top_k(loss_fn, params, batches, key, init, *, k, num_lanczos_steps,
   if method == "block":
     block_key, noise_key = jax.random.split(key)
     block = start_block(init, block_key, params, block_size or k + num_guard)
-    return lz.block_refresh(jax.vmap(matvec), block, k, tol=tol, num_guard=num_guard,
-                            max_block_steps=max_block_steps, which=which, matvec=matvec,
-                            fallback_steps=num_lanczos_steps, key=noise_key)
+    return _nan_unless_finite(lz.block_refresh(
+        jax.vmap(matvec), block, k, tol=tol, num_guard=num_guard,
+        max_block_steps=max_block_steps, which=which, matvec=matvec,
+        fallback_steps=num_lanczos_steps, key=noise_key), loss_fn, params, batches)
   if init is None:
     v0 = tm.normal_like(key, params)
   else:
     v0 = tm.cast(lz.warm_start_vector(init, key), params)
-  return lz.top_k_eigenpairs(matvec, v0, k, num_lanczos_steps, which=which, tol=tol,
-                             num_guard=num_guard, exact_residuals=exact_residuals)
+  return _nan_unless_finite(lz.top_k_eigenpairs(
+      matvec, v0, k, num_lanczos_steps, which=which, tol=tol, num_guard=num_guard,
+      exact_residuals=exact_residuals), loss_fn, params, batches)
+
+
+def _finite_point(loss_fn, params, batches) -> jax.Array:
+  """() bool: every parameter and the loss on the first batch are finite."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)
+            if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  loss = loss_fn(params, first_batch(batches))
+  return jnp.all(jnp.stack(leaves + [jnp.isfinite(loss)]))
+
+
+def _nan_unless_finite(result: lz.Eigenpairs, loss_fn, params, batches) -> lz.Eigenpairs:
+  """The eigenvalues and residuals NaN at a non-finite point (an infinite parameter can give
+  finite-looking zero curvature, e.g. through a saturated ReLU or clip)."""
+  finite = _finite_point(loss_fn, params, batches)
+  return result._replace(eigvals=jnp.where(finite, result.eigvals, jnp.nan),
+                         residuals=jnp.where(finite, result.residuals, jnp.nan))
 
 
 def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Array, *, k: int,
@@ -260,8 +278,9 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
     ValueError: bad k / num_lanczos_steps / tol / num_guard, batches that are empty or whose
       leaves disagree on axes 0 and 1, a non-scalar loss, or ``init`` of another structure.
     TypeError: k or num_lanczos_steps not a Python int.
-    FloatingPointError: the Hessian-vector products were not finite (checked when called
-      outside jit; inside a jit the eigenvalues and residuals are NaN instead).
+    FloatingPointError: a parameter, the loss (on the first batch) or the Hessian-vector
+      products were not finite (checked when called outside jit; inside a jit the eigenvalues
+      and residuals are NaN instead, never finite-looking values).
   """
   check_batches(batches)
   check_scalar_loss(loss_fn, params, first_batch(batches))
@@ -291,6 +310,17 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
                           max_block_steps=max_block_steps)
   if not isinstance(result.eigvals, jax.core.Tracer) and not bool(
       jnp.all(jnp.isfinite(result.eigvals))):
+    bad = [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_leaves_with_path(params)
+           if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x)))]
+    if bad:
+      raise FloatingPointError(
+          f"params are not finite (leaves {', '.join(bad[:5])} hold NaN or inf): their "
+          "Hessian is not defined (a diverged run?); the eigenvalues are NaN.")
+    loss = loss_fn(params, first_batch(batches))
+    if not isinstance(loss, jax.core.Tracer) and not bool(jnp.isfinite(loss)):
+      raise FloatingPointError(
+          f"the loss at params is {float(loss)} on the first batch: its Hessian is not defined "
+          "(a diverged run, a log of zero, an inf in the data); the eigenvalues are NaN.")
     raise FloatingPointError(
         "Hessian-vector products produced non-finite values (eigenvalues "
         f"{result.eigvals}). Check that the loss is finite at these params and on every batch "

@@ -8,17 +8,29 @@ A run directory holds
 - ``arrays/<name>/<step>.npz``: what is not scalar (cross-section curves, loss-change tables,
   spectral densities), one file per step;
 - ``tensorboard/``: event files of every finite numeric scalar, for ``tensorboard --logdir``;
-- ``status.json``: how the run ended (``finished``, ``diverged``, ``early_stopped``) and why.
+- ``status.json``: how the run ended (``finished``, ``diverged``, ``early_stopped``) and why;
+- ``checkpoints/``, ``best/``, ``.lock``, ``config_changes.jsonl``: see ``sharp_dirs.checkpoint``
+  and ``sharp_dirs.rundir``.
+
+Rows are never dropped in silence: a run that starts over in a directory with rows moves them
+to ``metrics.jsonl.<time>.bak`` (and ``arrays/`` to ``arrays.<time>.bak``); a resumed run drops
+the rows its killed predecessor logged after the checkpoint (it logs them again) and says how
+many; a damaged line is reported with its number (``DamagedMetricsWarning``) and skipped, and a
+writer that finds one keeps a copy of the file as it was.
 
 ``read_run(workdir)`` turns it into numpy arrays: ``run.series("hessian/lambda_1")`` gives the
 steps and values where that key was logged.
 """
 
 import dataclasses
+import datetime
 import glob
 import json
+import logging
 import math
 import os
+import shutil
+import warnings
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -26,6 +38,11 @@ import numpy as np
 from sharp_dirs import tensorboard
 
 METRICS = "metrics.jsonl"
+logger = logging.getLogger(__name__)
+
+
+class DamagedMetricsWarning(UserWarning):
+  """A line of metrics.jsonl is not a row (a damaged file); it is skipped."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -38,18 +55,52 @@ def _jsonable(value: Any) -> Any:
   return array.tolist()
 
 
-def read_rows(path: str) -> list[dict]:
-  """The complete rows of a metrics.jsonl (a torn last line, from a kill, is ignored)."""
-  rows = []
+def _scan(path: str) -> tuple[list[dict], list[tuple[int, str]]]:
+  """(rows, [(line number, why)] of the damaged lines) of a metrics.jsonl.
+
+  A last line without its newline (a kill in the middle of a write) is neither a row nor damage.
+  """
+  rows, damaged = [], []
   if not os.path.exists(path):
-    return rows
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        break
+    return rows, damaged
+  with open(path, encoding="utf-8", errors="replace") as f:
+    lines = f.readlines()
+  for number, line in enumerate(lines, 1):
+    torn = number == len(lines) and not line.endswith("\n")
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      if not torn and line.strip():
+        damaged.append((number, f"not JSON ({e.msg})"))
+      elif not line.strip() and not torn:
+        damaged.append((number, "empty"))
+      continue
+    if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+      damaged.append((number, "not a row with an integer 'step'"))
+      continue
+    rows.append(row)
+  return rows, damaged
+
+
+def _report(path: str, damaged: list[tuple[int, str]]) -> None:
+  for number, why in damaged[:10]:
+    warnings.warn(f"{path}, line {number}: damaged ({why}); skipped, reading on.",
+                  DamagedMetricsWarning, stacklevel=3)
+  if len(damaged) > 10:
+    warnings.warn(f"{path}: {len(damaged) - 10} more damaged lines skipped.",
+                  DamagedMetricsWarning, stacklevel=3)
+
+
+def read_rows(path: str) -> list[dict]:
+  """The rows of a metrics.jsonl; a damaged line is reported (``DamagedMetricsWarning``, with
+  its number) and skipped; a torn last line, from a kill, is ignored."""
+  rows, damaged = _scan(path)
+  _report(path, damaged)
   return rows
+
+
+def _stamp() -> str:
+  return datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
 
 
 class MetricWriter:
@@ -68,9 +119,32 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, METRICS)
     last = -1 if resume_step is None else resume_step  # a fresh start keeps nothing
-    kept = [r for r in read_rows(path) if r["step"] <= last]
-    with open(path, "w", encoding="utf-8") as f:
+    rows, damaged = _scan(path)
+    _report(path, damaged)
+    stamp = _stamp()
+    if resume_step is None and (rows or damaged):
+      backup = f"{path}.{stamp}.bak"
+      os.replace(path, backup)
+      arrays = os.path.join(workdir, "arrays")
+      if os.path.isdir(arrays):
+        os.replace(arrays, f"{arrays}.{stamp}.bak")
+      logger.warning("%s: starting the run over (no checkpoint to resume from); its %d earlier "
+                     "rows are kept in %s.", workdir, len(rows), backup)
+      rows, damaged = [], []
+    elif damaged:
+      backup = f"{path}.{stamp}.bak"
+      shutil.copyfile(path, backup)
+      logger.warning("%s has %d damaged line(s) (first: line %d), left out of the resumed "
+                     "run's file; the file as it was is kept in %s.", path, len(damaged),
+                     damaged[0][0], backup)
+    kept = [r for r in rows if r["step"] <= last]
+    if len(kept) < len(rows):
+      logger.warning("%s: dropping %d rows logged after step %d by the run that was stopped "
+                     "(the resumed run logs them again).", path, len(rows) - len(kept), last)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:  # a kill while rewriting loses no row
       f.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, path)
     for name in glob.glob(os.path.join(workdir, "arrays", "*", "*.npz")):
       if int(os.path.basename(name)[:-4]) > last:
         os.remove(name)

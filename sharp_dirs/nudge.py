@@ -162,6 +162,40 @@ def _check_step_count(value, name: str, minimum: int) -> None:
     raise ValueError(f"{name} must be at least {minimum}, got {int(value)}.")
 
 
+def _check_number(value, name: str, *, array_ok: bool = False, minimum: Optional[float] = None,
+                  below: Optional[float] = None) -> None:
+  """A finite real number (``array_ok``: or an array of them), named in every error.
+
+  Traced values (under ``optax.inject_hyperparams`` or ``jit``) are checked for type only.
+  """
+  if isinstance(value, bool) or (not isinstance(value, (int, float, np.number, np.ndarray,
+                                                        jax.Array))):
+    raise TypeError(f"{name} must be a number{' or an array of numbers' if array_ok else ''}, "
+                    f"got {value!r} of type {type(value).__name__}.")
+  dtype = np.asarray(value).dtype if not isinstance(value, jax.Array) else value.dtype
+  if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+    raise TypeError(f"{name} must be a real number, got {value!r} (dtype {dtype}).")
+  if jnp.ndim(value) and not array_ok:
+    raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}.")
+  if isinstance(value, jax.core.Tracer):
+    return
+  array = np.asarray(value, np.float64)
+  if not np.all(np.isfinite(array)):
+    raise ValueError(f"{name} must be finite, got {value!r}.")
+  if minimum is not None and np.any(array < minimum):
+    raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
+  if below is not None and np.any(array >= below):
+    raise ValueError(f"{name} must be < {below}, got {value!r}.")
+
+
+def _check_learning_rate(value) -> None:
+  if callable(value) or value is None:
+    return
+  _check_number(value, "learning_rate")
+  if not isinstance(value, jax.core.Tracer) and float(np.asarray(value)) <= 0:
+    raise ValueError(f"learning_rate must be > 0, got {value!r}.")
+
+
 def _has_shapes(params: PyTree) -> bool:
   """False for optax's parameter placeholder (``optax.tree.map_params``: a pytree without
   leaves), True for arrays."""
@@ -199,6 +233,12 @@ def _make_nudge(num_directions, *, gamma, rule, refresh_every, burnin_steps, num
       raise ValueError(
           f"num_directions={k} > num_lanczos_steps={num_lanczos_steps}: Lanczos finds at most "
           f"num_lanczos_steps eigenpairs. Use num_lanczos_steps >= {k} (3·k or more is better).")
+  _check_number(gamma, "gamma", array_ok=True)
+  _check_number(warm_start_noise, "warm_start_noise", minimum=0)
+  _check_number(stability_cap, "stability_cap", minimum=0)
+  _check_learning_rate(learning_rate)
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer, jax.Array)):
+    raise TypeError(f"seed must be an int, got {seed!r} of type {type(seed).__name__}.")
   if jnp.ndim(gamma) > 1 or (jnp.ndim(gamma) == 1 and jnp.shape(gamma)[0] != k):
     raise ValueError(
         f"gamma must be a scalar or have one value per direction, shape [{k}]; got shape "
@@ -502,6 +542,9 @@ def nudged_sgd(
   """
   if variant not in VARIANTS:
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
+  _check_learning_rate(learning_rate)
+  if momentum is not None:
+    _check_number(momentum, "momentum", minimum=0)
   kwargs = dict(gamma=gamma, rule=rule, refresh_every=refresh_every, burnin_steps=burnin_steps,
                 num_lanczos_steps=num_lanczos_steps, which=which, tol=tol,
                 warm_start_noise=warm_start_noise, learning_rate=learning_rate,

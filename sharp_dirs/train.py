@@ -36,6 +36,7 @@ from sharp_dirs import distributed
 from sharp_dirs import krylov
 from sharp_dirs import metrics_io
 from sharp_dirs import nudge
+from sharp_dirs import rundir
 from sharp_dirs import tracking
 from sharp_dirs import tree_math as tm
 from sharp_dirs.models import loss as model_loss
@@ -131,7 +132,7 @@ def stack_batches(split: dict, batch_size: int, limit: int = 0):
 
 def build_model(config, example_batch):
   """(model, params, model_state), the model checked against the data's shapes."""
-  model = registry.get_model(config.model, **dict(config.model_kwargs))
+  model = registry.get_model(config.model, **config_lib.given_kwargs(config.model_kwargs))
   key = jax.random.PRNGKey(config.seed)
   try:
     jax.eval_shape(lambda k: model_loss.init_model(model, k, example_batch), key)
@@ -158,7 +159,8 @@ def make_optimizer(config) -> optax.GradientTransformationExtraArgs:
         burnin_steps=n.burnin_steps, num_lanczos_steps=n.num_lanczos_steps,
         stability_cap=n.stability_cap, seed=config.seed)
   else:
-    base = getattr(optax, o.name)(learning_rate=o.learning_rate, **dict(o.kwargs))
+    base = getattr(optax, o.name)(learning_rate=o.learning_rate,
+                                  **config_lib.given_kwargs(o.kwargs))
   parts = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm else []
   return optax.chain(*parts, base, optax.inject_hyperparams(optax.scale)(step_size=1.0))
 
@@ -340,21 +342,44 @@ def _format_eta(seconds: float) -> str:
       f"{seconds // 60}m{seconds % 60:02d}s")
 
 
-def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = None) -> dict:
+def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = None,
+                       allow_changes: bool = False) -> dict:
   """Trains, tracks, analyses and evaluates as ``config`` says, logging into ``workdir``.
 
-  Resumes from ``workdir``'s latest checkpoint when there is one.
+  Resumes from ``workdir``'s latest checkpoint when there is one (an earlier one, saying so,
+  when the latest is damaged), holding ``workdir``'s lock (``rundir.RunLock``) throughout.
 
   Args:
     config: a ``sharp_dirs.config.default_config()``-shaped ConfigDict (see configs/).
     workdir: the run directory.
     stop_at_step: stop (as if killed) once this many steps are done, without a final
       checkpoint: for tests and for splitting a run into jobs.
+    allow_changes: a run directory started with another config is refused
+      (``rundir.ConfigMismatch``) unless only ``rundir.RESUMABLE_CHANGES`` differ and this is
+      True.
 
   Returns:
     The status dict also written to ``status.json``: {"status": "finished" | "diverged" |
     "early_stopped" | "stopped", "step", "reason", "last": the last logged values}.
+
+  Raises:
+    ConfigError: a bad config, or another config than the run directory's (ConfigMismatch).
+    RunDirError: a workdir that cannot be written, is locked by another process
+      (RunDirLocked), or whose checkpoints are all damaged (checkpoint.DamagedCheckpoint).
   """
+  config_lib.validate(config)
+  rundir.prepare_workdir(workdir)
+  lock = rundir.RunLock(workdir).acquire() if jax.process_index() == 0 else None
+  try:
+    rundir.check_config(config, workdir, allow_changes=allow_changes)
+    return _train_and_evaluate(config, workdir, stop_at_step=stop_at_step)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = None) -> dict:
+  """``train_and_evaluate`` once the workdir is locked and its config checked."""
   config_lib.validate(config)
   placement = distributed.placement_from_config(config)  # None: one device
   run_data = load_run_data(config)
@@ -367,7 +392,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
   checkpoints = checkpoint_lib.Checkpoints(workdir, config.keep_checkpoints)
   loop = LoopState()
   pairs = new_directions = None  # the tracker's last eigenpairs; those not yet given to NSGD
-  restored = checkpoints.restore(tree)
+  restored = checkpoints.restore(tree, fallback=True)
   start_step = 0
   if restored is not None:
     start_step, tree, meta = restored
@@ -378,11 +403,15 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
   elif config.init_from:
     tree = _init_from(config, tree)
   state, init_params = tree["state"], tree["init_params"]
+  checkpoints.align_best(start_step if restored is not None else -1, loop.best_step,
+                         {"params": state.params, "model_state": state.model_state},
+                         {"valid_accuracy": loop.best_valid_accuracy})
   tracker.previous = pairs
 
   writer = metrics_io.MetricWriter(workdir, active=is_main,
                                    resume_step=start_step if restored is not None else None)
-  writer.write_json("config.json", config.to_dict())
+  if is_main:
+    rundir.record_config(config, workdir, start_step if restored is not None else None)
   train_step = make_train_step(config, model, tx, placement)
   eval_step = make_eval_step(model, placement)
   eval_sets = {
@@ -402,6 +431,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
   started, steps_done = time.perf_counter(), 0
   window, window_started = [], started
   pending = None  # (step, loss) of the previous train step, checked one step late
+  best_due = None  # (step, meta) of a best checkpoint, saved after the step's latest one
   lam_text = "—"
 
   def log(step, values):
@@ -444,8 +474,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
                      values["train/accuracy"], values["valid/loss"], values["valid/accuracy"],
                      values["test/accuracy"], lam_text)
         if is_best:
-          checkpoints.save_best(step, {"params": state.params, "model_state": state.model_state},
-                                {"valid_accuracy": values["valid/accuracy"]})
+          best_due = (step, {"valid_accuracy": values["valid/accuracy"]})
         if stop:
           status = {"status": "early_stopped", "reason": (
               f"no better validation accuracy for {config.early_stopping.patience} evaluations")}
@@ -455,6 +484,10 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
                     "pairs": pairs if pairs is not None else tree["pairs"],
                     "new_directions": (new_directions if new_directions is not None
                                        else tree["new_directions"])})
+      if best_due is not None:  # after the latest: see sharp_dirs.checkpoint
+        checkpoints.save_best(best_due[0], {"params": state.params,
+                                            "model_state": state.model_state}, best_due[1])
+        best_due = None
     if step >= schedule.total_steps or status["status"] != "finished":
       break
     if stop_at_step is not None and step >= stop_at_step:
@@ -519,21 +552,36 @@ def initial_tree(config, run_data: RunData):
 def restore_run(workdir: str, which: str = "latest"):
   """(config, run data, model, step, tree) of a run directory's latest (or best) checkpoint.
 
-  The best checkpoint's tree holds only {"params", "model_state"}.
+  The best checkpoint's tree holds only {"params", "model_state"}. Raises RunDirError (one
+  sentence) when ``workdir`` is not a run directory or has no such checkpoint, and
+  ``checkpoint.DamagedCheckpoint`` (naming an earlier intact one) when it is damaged.
   """
-  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-    config = config_lib.ConfigDict(json.load(f))
+  stored = rundir.read_config(workdir) if os.path.isdir(workdir) else None
+  if stored is None:
+    raise rundir.RunDirError(f"{workdir} is not a run directory (it has no config.json): pass "
+                             "the --workdir of a run made by experiments/train.py.")
+  sub = "best" if which == "best" else "checkpoints"
+  if not checkpoint_lib.has_checkpoints(workdir, sub):
+    others = [s for s in ("checkpoints", "best") if s != sub and
+              checkpoint_lib.has_checkpoints(workdir, s)]
+    raise checkpoint_lib.CheckpointError(
+        f"{workdir} has no {which} checkpoint (nothing under {os.path.join(workdir, sub)}"
+        + (f"; {others[0]}/ has one" if others else "") + "): the run was stopped before its "
+        "first checkpoint; resume it with experiments/train.py and the same config.")
+  config = config_lib.ConfigDict(stored)
   run_data = load_run_data(config)
   model, _, tree = initial_tree(config, run_data)
-  checkpoints = checkpoint_lib.Checkpoints(workdir, config.keep_checkpoints)
-  if which == "best":
-    restored = checkpoints.restore_best({"params": tree["state"].params,
-                                         "model_state": tree["state"].model_state})
-  else:
-    restored = checkpoints.restore(tree)
-  checkpoints.close()
+  checkpoints = checkpoint_lib.Checkpoints(workdir, config.keep_checkpoints, read_only=True)
+  try:
+    if which == "best":
+      restored = checkpoints.restore_best({"params": tree["state"].params,
+                                           "model_state": tree["state"].model_state})
+    else:
+      restored = checkpoints.restore(tree)
+  finally:
+    checkpoints.close()
   if restored is None:
-    raise FileNotFoundError(f"{workdir} has no {which} checkpoint.")
+    raise checkpoint_lib.CheckpointError(f"{workdir} has no {which} checkpoint.")
   step, tree, _ = restored
   return config, run_data, model, step, tree
 

@@ -31,3 +31,11 @@ def get_model(name: str, **overrides) -> nn.Module:
     raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
   cls, defaults = _REGISTRY[name]
   return cls(**{**defaults, **overrides})
+
+
+def model_arguments(name: str) -> tuple[str, ...]:
+  """The constructor arguments of the model ``name`` (what ``model_kwargs`` may set)."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  cls, _ = _REGISTRY[name]
+  return tuple(f.name for f in dataclasses.fields(cls)
+               if f.init and f.name not in ("parent", "name"))
