@@ -314,13 +314,14 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
            if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x)))]
     if bad:
       raise FloatingPointError(
-          f"params are not finite (leaves {', '.join(bad[:5])} hold NaN or inf): their "
-          "Hessian is not defined (a diverged run?); the eigenvalues are NaN.")
+          f"params hold non-finite values (NaN or inf in leaves {', '.join(bad[:5])}): the "
+          "Hessian is not defined there (a diverged run?); the eigenvalues are NaN.")
     loss = loss_fn(params, first_batch(batches))
     if not isinstance(loss, jax.core.Tracer) and not bool(jnp.isfinite(loss)):
       raise FloatingPointError(
-          f"the loss at params is {float(loss)} on the first batch: its Hessian is not defined "
-          "(a diverged run, a log of zero, an inf in the data); the eigenvalues are NaN.")
+          f"the loss at params is non-finite ({float(loss)} on the first batch): its Hessian is "
+          "not defined (a diverged run, a log of zero, an inf in the data); the eigenvalues are "
+          "NaN.")
     raise FloatingPointError(
         "Hessian-vector products produced non-finite values (eigenvalues "
         f"{result.eigvals}). Check that the loss is finite at these params and on every batch "

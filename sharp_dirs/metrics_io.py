@@ -13,7 +13,7 @@ A run directory holds
   and ``sharp_dirs.rundir``.
 
 Rows are never dropped in silence: a run that starts over in a directory with rows moves them
-to ``metrics.jsonl.<time>.bak`` (and ``arrays/`` to ``arrays.<time>.bak``); a resumed run drops
+to ``metrics.jsonl.<time>.bak`` (``arrays/`` and ``tensorboard/`` likewise); a resumed run drops
 the rows its killed predecessor logged after the checkpoint (it logs them again) and says how
 many; a damaged line is reported with its number (``DamagedMetricsWarning``) and skipped, and a
 writer that finds one keeps a copy of the file as it was.
@@ -125,9 +125,10 @@ class MetricWriter:
     if resume_step is None and (rows or damaged):
       backup = f"{path}.{stamp}.bak"
       os.replace(path, backup)
-      arrays = os.path.join(workdir, "arrays")
-      if os.path.isdir(arrays):
-        os.replace(arrays, f"{arrays}.{stamp}.bak")
+      for folder in ("arrays", "tensorboard"):  # the old run's, beside its rows
+        folder = os.path.join(workdir, folder)
+        if os.path.isdir(folder):
+          os.replace(folder, f"{folder}.{stamp}.bak")
       logger.warning("%s: starting the run over (no checkpoint to resume from); its %d earlier "
                      "rows are kept in %s.", workdir, len(rows), backup)
       rows, damaged = [], []
