@@ -32,23 +32,27 @@ test: install
 	$(PYTHON) -m pytest -q tests
 
 demo: install
-	$(PYTHON) experiments/demo.py
+	JAX_COMPILATION_CACHE_DIR=$(JAX_CACHE) $(PYTHON) experiments/demo.py
 
-# Every figure of the gallery from CPU-scale runs on real Fashion-MNIST (runs/cpu, about an hour
-# on 2 CPU cores; finished runs are reused, killed ones resume). Paper scale: see the README.
+# Every figure of the gallery from CPU-scale runs on real Fashion-MNIST (runs/cpu; about 80
+# minutes on 2 idle CPU cores, README "Reproduce the paper"), then the claims report
+# (figures/claims.md). Finished runs are reused, killed ones resume; compiled programs are
+# cached across runs in $(JAX_CACHE). Paper scale: see the README.
 CPU_RUNS := runs/cpu
+JAX_CACHE ?= $(HOME)/.cache/sharp_dirs/jax
+SWEEP := JAX_COMPILATION_CACHE_DIR=$(JAX_CACHE) $(PYTHON) experiments/sweep.py
 FIGURE := $(PYTHON) experiments/figures.py --out=figures
+ETA_003 := $(CPU_RUNS)/noise_grid/optimizer.learning_rate=0.03,batch_size=128,num_epochs=10,seed=0
 figures: install
-	$(PYTHON) experiments/sweep.py --config=configs/noise_grid.py:cpu --workdir=$(CPU_RUNS)/noise_grid
-	$(PYTHON) experiments/sweep.py --config=configs/general_shape.py:cpu --workdir=$(CPU_RUNS)/general_shape --sweep=seed=0
-	$(PYTHON) experiments/sweep.py --config=configs/sharp_analysis.py:cpu --workdir=$(CPU_RUNS)/sharp_analysis --sweep=seed=0
-	$(PYTHON) experiments/sweep.py --config=configs/alignment.py:cpu --workdir=$(CPU_RUNS)/alignment
-	$(PYTHON) experiments/sweep.py --config=configs/rescaling.py:cpu --workdir=$(CPU_RUNS)/rescaling \
-	  --set=init_from=$(CPU_RUNS)/noise_grid/optimizer.learning_rate=0.01
-	$(PYTHON) experiments/sweep.py --config=configs/nsgd.py:cpu --workdir=$(CPU_RUNS)/nsgd
-	$(PYTHON) experiments/evaluate.py --workdir='$(CPU_RUNS)/nsgd/*' --k=10 --num_examples=1024 --num_probes=20
-	$(PYTHON) experiments/sweep.py --config=configs/edge_of_stability.py:cpu --workdir=$(CPU_RUNS)/edge_of_stability
-	$(PYTHON) experiments/sweep.py --config=configs/general_shape.py:cpu --workdir=$(CPU_RUNS)/spectral_density \
+	$(SWEEP) --config=configs/noise_grid.py:cpu --workdir=$(CPU_RUNS)/noise_grid
+	$(SWEEP) --config=configs/general_shape.py:cpu --workdir=$(CPU_RUNS)/general_shape --sweep=seed=0
+	$(SWEEP) --config=configs/sharp_analysis.py:cpu --workdir=$(CPU_RUNS)/sharp_analysis --sweep=seed=0
+	$(SWEEP) --config=configs/alignment.py:cpu --workdir=$(CPU_RUNS)/alignment
+	$(SWEEP) --config=configs/rescaling.py:cpu --workdir=$(CPU_RUNS)/rescaling \
+	  --set=init_from=$(ETA_003) --set=init_from_epoch=6
+	$(SWEEP) --config=configs/nsgd.py:cpu --workdir=$(CPU_RUNS)/nsgd
+	$(SWEEP) --config=configs/edge_of_stability.py:cpu --workdir=$(CPU_RUNS)/edge_of_stability
+	$(SWEEP) --config=configs/general_shape.py:cpu --workdir=$(CPU_RUNS)/spectral_density \
 	  --set=tracking.zoom_epochs=0.0 --set=tracking.k=5 --set=analyses.spectral_density.enabled=True \
 	  --set=analyses.spectral_density.every=2 --set=analyses.spectral_density.num_steps=60 --sweep=seed=0
 	$(FIGURE) --figure=noise_grid --runs=$(CPU_RUNS)/noise_grid
@@ -58,8 +62,9 @@ figures: install
 	$(FIGURE) --figure=alignment --runs=$(CPU_RUNS)/alignment
 	$(FIGURE) --figure=rescaling --runs=$(CPU_RUNS)/rescaling
 	$(FIGURE) --figure=nsgd --runs=$(CPU_RUNS)/nsgd
-	$(FIGURE) --figure=edge_of_stability --runs=$(CPU_RUNS)/edge_of_stability,$(CPU_RUNS)/noise_grid/optimizer.learning_rate=0.1,$(CPU_RUNS)/noise_grid/optimizer.learning_rate=0.03
+	$(FIGURE) --figure=edge_of_stability --runs=$(CPU_RUNS)/edge_of_stability,$(ETA_003)
 	$(FIGURE) --figure=spectral_density --runs=$(CPU_RUNS)/spectral_density
+	$(PYTHON) experiments/claims.py --runs=$(CPU_RUNS) --out=figures
 
 # The commands recorded in bench/RESULTS.md (bench_curvature.py without --quick is the long,
 # thorough version).

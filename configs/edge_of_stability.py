@@ -1,6 +1,6 @@
 r"""Beyond the paper: full-batch gradient descent reaches the edge of stability, λ_1 ≈ 2/η.
 
-Cohen et al. (ICLR 2021; PAPER.md §8.1): under full-batch GD the sharpness rises until η·λ_1
+Cohen et al. (ICLR 2021; docs/protocol.md): under full-batch GD the sharpness rises until η·λ_1
 reaches 2 and then hovers there; SGD stays below. Here: gradient descent on the first 5,000
 training examples (no augmentation), λ_1, λ_2 on a fixed sample every 10 steps; compare with
 the SGD runs' η·λ_1 (``eos/eta_lambda_max`` is logged by every run).
@@ -8,9 +8,9 @@ the SGD runs' η·λ_1 (``eos/eta_lambda_max`` is logged by every run).
   python experiments/train.py --config=configs/edge_of_stability.py --workdir=runs/eos_gd
   python experiments/sweep.py --config=configs/edge_of_stability.py:cpu --workdir=runs/eos_cpu
 
-Variants: ``simple_cnn`` (default), ``cpu``: the MLP on 2,000 examples, 400 steps, η·λ_1
-tracked every 5 steps on the whole 2,000 (a few minutes on 2 CPU cores); its sweep is
-η ∈ {0.05, 0.1}.
+Variants: ``simple_cnn`` (default), ``cpu`` (``sharp_dirs.config.cpu_scale``): SimpleCNN with
+F = 8 on 1,000 examples, 300 steps, η·λ_1 tracked every 10 steps on the whole 1,000; it starts
+flat (η·λ_1 < 1 at initialization); its sweep is η ∈ {0.1, 0.2}.
 """
 
 from sharp_dirs import config as config_lib
@@ -35,14 +35,15 @@ def get_config(arg=None):
   c.checkpoint_every_epochs = 200
   c.log_every_steps = 10
   if "cpu" in variant:
-    config_lib.cpu_scale(c, num_epochs=400)
+    config_lib.cpu_scale(c, num_epochs=300)
     c.augment = False
-    c.num_train_examples = 2000
-    c.batch_size = 1000
+    c.epoch_size = 0
+    c.num_train_examples = 1000
+    c.batch_size = 500
     c.optimizer.learning_rate = 0.1
-    c.tracking.num_examples = 2000
-    c.tracking.batch_size = 1000
-    c.tracking.every_epochs = 5
+    c.tracking.num_examples = 1000
+    c.tracking.batch_size = 500
+    c.tracking.every_epochs = 10
     c.eval.every_epochs = 20
     c.checkpoint_every_epochs = 100
   return c
@@ -50,4 +51,4 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
   del arg
-  return [{"optimizer.learning_rate": lr} for lr in (0.05, 0.1)]
+  return [{"optimizer.learning_rate": lr} for lr in (0.1, 0.2)]

@@ -1,6 +1,6 @@
 r"""λ_1, λ_2 along training for three learning rates and three batch sizes (the paper's "noise grid").
 
-The paper (PAPER.md §2.3, F2): plain SGD (no momentum, constant η, L2 0), top-5 on a fresh
+The paper (docs/protocol.md, F2): plain SGD (no momentum, constant η, L2 0), top-5 on a fresh
 augmented sample of N = 2560 examples at every epoch, plus a zoom run with a Hessian every 512
 examples over the first epochs; η ∈ {0.1, 0.01, 0.001} at S = 128 and S ∈ {32, 128, 1024} at
 η = 0.05; 200 epochs. Claim: λ_1 rises early to a peak that is lower for larger η and smaller S.
@@ -13,14 +13,30 @@ examples over the first epochs; η ∈ {0.1, 0.01, 0.001} at S = 128 and S ∈ {
 Variants (``:a,b``): ``simple_cnn`` (default; SimpleCNN root on Fashion-MNIST offline, CIFAR-10
 in the paper: add ``--config.dataset=cifar10``), ``resnet32`` and ``vgg11`` (CIFAR-10), ``lstm``
 (the 2×200 LSTM language model on the Jane Austen corpus offline, PTB in the paper: K = 5 on
-N = 500 sequences, clipnorm 5, η grid {5, 1, 0.2}, S grid {128, 32, 8}), and ``cpu``: the MLP on
-10k Fashion-MNIST examples for 12 epochs, N = 1024, zoom every 512 examples over the first
-epoch, so each run takes about a minute on 2 CPU cores (``sharp_dirs.config.cpu_scale``).
+N = 500 sequences, clipnorm 5, η grid {5, 1, 0.2}, S grid {128, 32, 8}), and ``cpu``
+(``sharp_dirs.config.cpu_scale``): SimpleCNN with F = 8 on 10k Fashion-MNIST examples, epochs
+of 2,560 examples, top-2 on N = 512 fresh samples every epoch and every 256 examples over the
+first epoch (the zoom), checkpoints every epoch (kept, for the rescaling ablation). Its sweep:
+η ∈ {0.01, 0.03, 0.1} at S = 128 and S ∈ {32, 128, 512} at η = 0.03, seeds {0, 1}; each run
+lasts long enough for its peak to lie inside it (set from the pilot, bench/pilot_scale.py:
+the rise takes about 1/η steps), so the run length differs per point: 24 / 10 / 5 epochs for
+η = 0.01 / 0.03 / 0.1, 10 / 10 / 32 for S = 32 / 128 / 512 (S = 512 tracked every 2 epochs).
+Deviations from the paper: the model, N, the epoch size, the run lengths, 2 seeds.
 """
 
 from sharp_dirs import config as config_lib
 
 VARIANTS = ("simple_cnn", "resnet32", "vgg11", "lstm", "cpu")
+
+# The cpu grid: (η, S) points with their run lengths in epochs of 2,560 examples (see above).
+CPU_GRID = (
+    {"optimizer.learning_rate": 0.01, "batch_size": 128, "num_epochs": 24},
+    {"optimizer.learning_rate": 0.03, "batch_size": 128, "num_epochs": 10},
+    {"optimizer.learning_rate": 0.1, "batch_size": 128, "num_epochs": 5},
+    {"optimizer.learning_rate": 0.03, "batch_size": 32, "num_epochs": 10},
+    {"optimizer.learning_rate": 0.03, "batch_size": 512, "num_epochs": 32,
+     "tracking.every_epochs": 2},
+)
 
 
 def get_config(arg=None):
@@ -45,13 +61,19 @@ def get_config(arg=None):
     c.tracking.batch_size = 100
     c.tracking.zoom_epochs = 0.5
   if "cpu" in variant:
-    config_lib.cpu_scale(c, num_epochs=12)
+    config_lib.cpu_scale(c, num_epochs=10)
+    c.optimizer.learning_rate = 0.03
+    c.tracking.k = 2
+    c.tracking.zoom_epochs = 1.0
+    c.tracking.zoom_every_examples = 256
+    c.keep_checkpoints = 1000  # every epoch's checkpoint, for init_from_epoch
     if "lstm" in variant:
       c.dataset, c.model = "austen", "lstm_lm"
+      c.model_kwargs = config_lib.ConfigDict({"dropout": 0.1})
       c.num_train_examples = 5000
+      c.epoch_size = 0
       c.tracking.num_examples = 200
       c.tracking.batch_size = 100
-    c.tracking.zoom_epochs = 1.0
   return c
 
 
@@ -63,7 +85,7 @@ def get_sweep(arg=None):
   else:
     lrs, sizes, lr_for_sizes = (0.1, 0.01, 0.001), (1024, 128, 32), 0.05
   if "cpu" in variant and "lstm" not in variant:
-    lrs = (0.1, 0.03, 0.01)  # 0.001 would still be rising after the few epochs of a CPU run
+    return [dict(point, seed=seed) for point in CPU_GRID for seed in (0, 1)]
   grid = [{"optimizer.learning_rate": lr} for lr in lrs]
   grid += [{"optimizer.learning_rate": lr_for_sizes, "batch_size": s} for s in sizes]
   return grid

@@ -1,6 +1,6 @@
 r"""The step-rescaling ablation: change only the step along e_1 and watch λ_1 and the loss.
 
-The paper (PAPER.md F6): from a SimpleCNN checkpoint trained with SGD at η = 0.005, run 1000 SGD
+The paper (docs/protocol.md, F6): from a SimpleCNN checkpoint trained with SGD at η = 0.005, run 1000 SGD
 iterations at S = 128 where e_1 is recomputed by Lanczos at every iteration and the update is
   normal: g;   only_top: ⟨g, e_1⟩e_1;   constant_top: ⟨g, d₀⟩d₀ (d₀ = the first e_1);
   remove_top: g − ⟨g, e_1⟩e_1;   top_scaled: γ⟨g, e_1⟩e_1 + (g − ⟨g, e_1⟩e_1), γ ∈ {0.25, .., 4};
@@ -14,9 +14,13 @@ started): rule "only_top", "only_top" with frozen directions, "remove", "constan
       --sweep=init_from=runs/scnn_lr0.005     # every variant (see get_sweep)
 
 Variants: ``normal`` (default), ``only_top``, ``constant_top``, ``remove_top``, ``top_scaled``;
-``cpu``: the MLP on 10k Fashion-MNIST examples, 50 iterations, N = 256 and the loss on 1,024
-examples each iteration, about a minute per variant on 2 CPU cores (start it from a cpu-scale
-run: ``--config.init_from=<run dir>``).
+``cpu`` (``sharp_dirs.config.cpu_scale``): SimpleCNN with F = 8 from the cpu noise grid's
+η = 0.03 run at epoch 6, one epoch past the peak of its smoothed λ_1 (epoch 5 in the seed-0
+run; ``--config.init_from=<run dir> --config.init_from_epoch=6``), at that run's η = 0.03 for
+120 iterations (the paper: 1,000);
+λ_1 on a fixed sample of 256 examples (``tracking.fixed_sample``, so that the variants differ
+by their trajectories, not by their samples) every 2 iterations, which is also how often the
+direction e_1 is refreshed (the paper: every iteration); the loss on 1,024 examples.
 """
 
 from sharp_dirs import config as config_lib
@@ -46,12 +50,15 @@ def get_config(arg=None):
       c.nsgd.gamma = 1.0 if rule != "constant" else 0.5
       c.nsgd.freeze_directions = name == "constant_top"
   if "cpu" in variant:
-    config_lib.cpu_scale(c, num_epochs=50)
-    c.epoch_size = c.batch_size
+    config_lib.cpu_scale(c, num_epochs=60)
+    c.optimizer.learning_rate = 0.03
+    c.epoch_size = 2 * c.batch_size
     c.tracking.num_examples = 256
+    c.tracking.fixed_sample = True
+    c.tracking.num_lanczos_steps = 20
     c.eval.num_train_examples = 1024
     c.eval.max_examples = 100  # the figure reads the train loss; valid/test only for the log
-    c.checkpoint_every_epochs = 25
+    c.checkpoint_every_epochs = 20
   return c
 
 

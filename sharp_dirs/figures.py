@@ -1,4 +1,4 @@
-"""The paper's figures and NSGD table, drawn from run directories (PAPER.md §4 F1–F7, §5).
+"""The paper's figures and NSGD table from run directories (docs/protocol.md, F1–F7, NSGD tables).
 
 Every figure function takes ``metrics_io.Run`` objects (``metrics_io.read_run``) and returns a
 matplotlib ``Figure`` (object-oriented, no pyplot state; PNG/PDF go through the Agg and PDF
@@ -309,7 +309,7 @@ def noise_grid(runs: Sequence[Run], window: int = 5) -> Figure:
   """λ_1 (solid) and λ_2 (dash-dot) vs epoch, log y, one panel per varying η or S.
 
   Smoothed with ``smoothed_curve``; the dense zoom drawn on [0, 1] and the per-epoch part on
-  [1, 2], a vertical line at x = 1, ticks labelled in epochs (PAPER.md F2).
+  [1, 2], a vertical line at x = 1, ticks labelled in epochs (docs/protocol.md, F2).
   """
   for run in runs:
     _require(run, LAMBDA_1, "enable tracking.")
@@ -463,7 +463,7 @@ def alignment_curve(run: Run, window: int = 10):
 @_styled
 def alignment(runs: Sequence[Run], window: int = 10) -> Figure:
   """Mean over i of mean |cos(g_B, e_i)| vs training accuracy, coloured by η, with the
-  random-vector baseline (PAPER.md F5)."""
+  random-vector baseline (docs/protocol.md, F5)."""
   for run in runs:
     _require(run, "alignment/mean_abs_cos", "enable analyses.alignment (configs/alignment.py).")
   fig, axes = _figure(1, width=1.3)
@@ -514,7 +514,8 @@ def _rescaling_order(run: Run) -> tuple:
 
 @_styled
 def rescaling(runs: Sequence[Run]) -> Figure:
-  """λ_1 and the training loss vs iteration for each variant of the ablation (PAPER.md F6)."""
+  """λ_1 and the training loss vs iteration for each variant of the ablation
+  (docs/protocol.md, F6)."""
   for run in runs:
     _require(run, LAMBDA_1, "enable tracking (configs/rescaling.py tracks every step).")
   runs = sorted(runs, key=_rescaling_order)
@@ -578,11 +579,14 @@ def run_summary(run: Run, val_epoch: float) -> dict:
     raise ValueError(f"run {run.workdir} has no evaluation rows (valid/accuracy).")
   best_step = steps[int(np.nanargmax(valid))]
   best, last = _read_json(run, "evaluation_best.json"), _read_json(run, "evaluation_last.json")
-  fro = "hessian/frobenius_as_in_paper"
+  fro, est = "hessian/frobenius_as_in_paper", "hessian/frobenius"
   epochs, valid_by_epoch = run.series("valid/accuracy", "epoch")
   before = valid_by_epoch[epochs <= val_epoch + 1e-9]
   _, losses = run.series("train/loss")
   out = {
+      "est_best": best["frobenius"] if best else _at_or_before(run, est, best_step),
+      "est_final": last["frobenius"] if last else (
+          float(run.series(est)[1][-1]) if run.has(est) else math.nan),
       "fro_best": best["frobenius_as_in_paper"] if best else _at_or_before(run, fro, best_step),
       "fro_final": last["frobenius_as_in_paper"] if last else (
           float(run.series(fro)[1][-1]) if run.has(fro) else math.nan),
@@ -725,8 +729,10 @@ def nsgd_k_ablation(runs: Sequence[Run]) -> Figure:
   return fig
 
 
-_COLUMNS = ("", "Seeds", "‖H‖_F (best-val / final)", "Test acc. (%)", "Val. acc. ({e}) (%)",
-            "Loss", "Dist.")
+_COLUMNS = ("", "Seeds", "‖H‖_F estimate (best-val / final)",
+            "paper's ‖H‖_F quantity (best-val / final)", "Test acc. (%)",
+            "Val. acc. at epoch {e} (%)", "Loss", "Dist.")
+EARLY_FRACTION = 0.25  # the table's early epoch: a quarter of the run (the paper: 50 of 200)
 
 
 def _decimals(value: float, significant: int = 3) -> int:
@@ -756,10 +762,11 @@ def _latex(text: str) -> str:
 
 
 def nsgd_table(runs: Sequence[Run], val_epoch: Optional[float] = None) -> tuple[str, str]:
-  """The NSGD table (PAPER.md §5) as (Markdown, LaTeX): one row per γ (and SGD(η)), mean ± std
-  over seeds; ``val_epoch`` defaults to min(50, the last evaluated epoch of any run)."""
+  """The NSGD table as (Markdown, LaTeX): one row per γ (and SGD(η)), mean ± std
+  over seeds; ``val_epoch`` (the validation accuracy's early epoch, a speed proxy) defaults to
+  a quarter of the shortest run, as the paper's epoch 50 of 200 (docs/protocol.md, NSGD tables)."""
   if val_epoch is None:
-    val_epoch = min(50.0, min(last_epoch(r) for r in runs))
+    val_epoch = float(np.floor(EARLY_FRACTION * min(last_epoch(r) for r in runs)))
   groups = nsgd_groups(runs)
   header = [c.format(e=f"{val_epoch:g}") for c in _COLUMNS]
   body, any_fro_logged, any_best_logged = [], False, False
@@ -773,31 +780,36 @@ def nsgd_table(runs: Sequence[Run], val_epoch: Optional[float] = None) -> tuple[
     mark = lambda text, flag, sym: text + (sym if flag and text != "—" else "")
     body.append([
         label, str(len(group)),
+        mark(f"{_pm(col('est_best'))} / {_pm(col('est_final'))}", fro_logged, "†"),
         mark(f"{_pm(col('fro_best'))} / {_pm(col('fro_final'))}", fro_logged, "†"),
         mark(_pm(col("test_accuracy"), 2), best_logged, "‡"),
         _pm(col("val_accuracy"), 2), _pm(col("train_loss"), 3),
         mark(_pm(col("distance")), best_logged, "‡")])
   notes = [
       "Mean ± std (ddof=1) over the seeds of each row.",
-      "‖H‖_F: the paper's table estimate sqrt(mean ‖Hz‖) (`frobenius_as_in_paper`, "
-      "PAPER.md §3.3) at the best-validation checkpoint / at the end, from "
-      "evaluation_best.json / evaluation_last.json (experiments/evaluate.py).",
+      "‖H‖_F estimate: sqrt(mean ‖Hz‖²) over Gaussian probes z (Hutchinson, `frobenius`); "
+      "the paper's quantity: sqrt(mean ‖Hz‖) (`frobenius_as_in_paper`, docs/protocol.md, "
+      "Post-hoc evaluation), which "
+      "is what its table reports though it is not an estimate of ‖H‖_F; each at the "
+      "best-validation checkpoint / at the end, from evaluation_best.json / "
+      "evaluation_last.json (experiments/evaluate.py) or the logs (†).",
       f"Test acc.: of the best-validation checkpoint. Val. acc. ({val_epoch:g}): at the last "
       f"evaluation at or before epoch {val_epoch:g}. Loss: the final training loss. Dist.: "
       "‖θ_best − θ_init‖."]
   if any_fro_logged:
-    notes.append("† some seeds have no evaluation_*.json: ‖H‖_F is the logged "
-                 "`hessian/frobenius_as_in_paper` (best-val: the last one at or before the "
-                 "best-validation evaluation; final: the last one logged).")
+    notes.append("† some seeds have no evaluation_*.json: the logged `hessian/frobenius` and "
+                 "`hessian/frobenius_as_in_paper` (best-val: the last ones at or before the "
+                 "best-validation evaluation; final: the last ones logged).")
   if any_best_logged:
     notes.append("‡ some seeds have no evaluation_best.json: the test accuracy and distance "
                  "logged at the best-validation evaluation.")
   markdown = "\n".join(
-      ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":-:"] * 6) + "|"]
+      ["| " + " | ".join(header) + " |",
+       "|" + "|".join(["---"] + [":-:"] * (len(header) - 1)) + "|"]
       + ["| " + " | ".join(row) + " |" for row in body] + [""] + notes) + "\n"
   latex = "\n".join(
       ["% needs \\usepackage{booktabs}", "\\begin{table}[t]", "\\centering",
-       "\\begin{tabular}{lcccccc}", "\\toprule",
+       "\\begin{tabular}{l" + "c" * (len(header) - 1) + "}", "\\toprule",
        " & ".join(_latex(h) for h in header) + " \\\\", "\\midrule"]
       + [" & ".join(_latex(c) for c in row) + " \\\\" for row in body]
       + ["\\bottomrule", "\\end{tabular}",

@@ -598,11 +598,37 @@ def _batch_iterator(config, run_data: RunData, schedule: Schedule, start_step: i
   return (batch for _, _, batch in stream)
 
 
+def _init_from_step(config, steps: list[int]) -> int:
+  """The checkpoint step of ``config.init_from`` to start from, among its saved ``steps``:
+  ``init_from_step``, the last at or before ``init_from_epoch`` (in the source run's epochs),
+  or the latest."""
+  where = f"config.init_from = {config.init_from!r}"
+  if config.init_from_step >= 0:
+    if config.init_from_step not in steps:
+      raise FileNotFoundError(f"{where} has no checkpoint at step {config.init_from_step} "
+                              f"(config.init_from_step); it has steps {steps}.")
+    return config.init_from_step
+  if config.init_from_epoch >= 0:
+    with open(os.path.join(config.init_from, "config.json"), encoding="utf-8") as f:
+      source = config_lib.ConfigDict(json.load(f))
+    num_train = source.num_train_examples or num_examples(load_run_data(source).train)
+    per_epoch = make_schedule(source, num_train).steps_per_epoch
+    before = [s for s in steps if s <= config.init_from_epoch * per_epoch + 1e-6]
+    if not before:
+      epochs = [round(s / per_epoch, 3) for s in steps]
+      raise FileNotFoundError(f"{where} has no checkpoint at or before epoch "
+                              f"{config.init_from_epoch:g} (config.init_from_epoch); its "
+                              f"checkpoints are at epochs {epochs}.")
+    return before[-1]
+  return steps[-1]
+
+
 def _init_from(config, tree):
-  """The tree with params and model state from the latest checkpoint of ``config.init_from``."""
+  """The tree with params and model state from a checkpoint of ``config.init_from``."""
   state = tree["state"]
   restored = checkpoint_lib.restore_part(
-      config.init_from, {"state": {"params": state.params, "model_state": state.model_state}})
+      config.init_from, {"state": {"params": state.params, "model_state": state.model_state}},
+      choose=lambda steps: _init_from_step(config, steps))
   if restored is None:
     raise FileNotFoundError(f"config.init_from = {config.init_from!r} has no checkpoint under "
                             f"{os.path.join(config.init_from, 'checkpoints')}.")

@@ -15,6 +15,7 @@ import sys
 import jax
 import numpy as np
 
+from sharp_dirs import config as config_lib
 from sharp_dirs import distributed
 from sharp_dirs import metrics_io
 from sharp_dirs import train
@@ -40,7 +41,8 @@ def case_config(case: str, **mesh):
   name, variant, overrides = CASES[case]
   _, c = load_config(name, variant)
   c = shrink(c, epochs=1)
-  c.model_kwargs.hidden = (32,)  # divisible by the model axis
+  c.model = "mlp"  # dense kernels split over the model axis
+  c.model_kwargs = config_lib.ConfigDict({"hidden": (32,)})  # divisible by the model axis
   for field, value in {**overrides, **{f"mesh.{k}": v for k, v in mesh.items()}}.items():
     *parents, last = field.split(".")
     node = c

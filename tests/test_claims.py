@@ -227,3 +227,25 @@ def test_report_markdown_and_json_name_every_condition(tmp_path):
   data = json.loads(claims.to_json(verdicts))
   assert [d["verdict"] for d in data] == ["fails", "inconclusive"]
   assert data[0]["conditions"][1]["passed"] is False
+
+
+def test_report_script_judges_families_and_marks_missing_ones(tmp_path):
+  """experiments/claims.py on a directory with one family: its claims judged, the rest
+  inconclusive with the missing family named; claims.md and claims.json written."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "runs"
+  grid(root / "noise_grid", {0.01: [60, 64], 0.1: [12, 13]})
+  grid(root / "noise_grid", {0.1: [20, 22]}, bs=512)
+  script = os.path.join(os.path.dirname(__file__), "..", "experiments", "claims.py")
+  out = subprocess.run([sys.executable, script, f"--runs={root}", f"--out={tmp_path / 'out'}"],
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  data = json.loads((tmp_path / "out" / "claims.json").read_text())
+  assert [d["claim"] for d in data] == ["C1", "C2", "C3", "C4", "C5", "C6"]
+  assert [d["verdict"] for d in data] == ["holds", "holds"] + ["inconclusive"] * 4
+  assert "no runs in sharp_analysis/" in (tmp_path / "out" / "claims.md").read_text()
+  assert "| C2 |" in out.stdout
+  missing = subprocess.run([sys.executable, script, f"--runs={tmp_path / 'nowhere'}"],
+                           capture_output=True, text=True, timeout=300)
+  assert missing.returncode != 0 and "run `make figures` first" in missing.stderr

@@ -381,15 +381,15 @@ def nsgd_run(root, folder, gamma, seed, *, k_dirs=5, evaluation=None, test_acc=0
             "distance_from_init": 3.0 + seed if e == 3 else 99.0}
 
   def extra(step, epoch, index):
-    return ({"hessian/frobenius_as_in_paper": 10 * (1 + epoch / 2) + seed}
-            if step % (2 * SPE) == 0 else {})
+    return ({"hessian/frobenius_as_in_paper": 10 * (1 + epoch / 2) + seed,
+             "hessian/frobenius": 100 * (1 + epoch / 2) + seed} if step % (2 * SPE) == 0 else {})
 
   path = root / folder / f"{name}_g{gamma}_k{k_dirs}_s{seed}"
   run = write_run(path, config, k=5, zoom_epochs=0.0, extra=extra, evals=evals)
   for which, values in (evaluation or {}).items():
     with open(path / f"evaluation_{which}.json", "w", encoding="utf-8") as f:
       json.dump({"checkpoint": which, "step": 24, "epoch": 3.0, "k": 5, "num_examples": 1024,
-                 "lambda": [values["lambda"], 1.0], "frobenius": 1.0,
+                 "lambda": [values["lambda"], 1.0], "frobenius": 2 * values["fro"],
                  "frobenius_as_in_paper": values["fro"], "distance_from_init": values["dist"],
                  "train/loss": values["loss"], "train/accuracy": 0.9, "valid/loss": 0.5,
                  "valid/accuracy": 0.8, "test/loss": 0.5, "test/accuracy": values["test"]}, f)
@@ -414,14 +414,16 @@ def test_nsgd_table_mean_std_and_sources(nsgd_runs):
   rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in markdown.splitlines()
           if line.startswith("| ") and "---" not in line}
   assert list(rows) == ["", "γ = 0.1", "γ = 1", "SGD(η = 0.1)"]
-  assert rows[""][3] == "Val. acc. (6) (%)"  # min(50, the last epoch)
-  # From evaluation_*.json: ‖H‖_F best 30/34, final 20/22, test 86/88, loss 0.2/0.22, dist 5/6.
-  assert rows["γ = 0.1"] == ["2", "32.0 ± 2.8 / 21.0 ± 1.4", "87.00 ± 1.41", "79.50 ± 0.71",
-                             "0.210 ± 0.014", "5.50 ± 0.71 |"]
-  # From the logs: ‖H‖_F at epoch 2 (before the best, epoch 3) 20/21 and at epoch 6 40/41.
-  assert rows["γ = 1"] == ["2", "20.5 ± 0.7 / 40.5 ± 0.7†", "81.00 ± 1.41‡", "79.50 ± 0.71",
-                           "0.305 ± 0.007", "3.50 ± 0.71‡ |"]
-  assert rows["SGD(η = 0.1)"][:3] == ["1", "20.0 / 40.0†", "80.00‡"]
+  assert rows[""][4] == "Val. acc. at epoch 1 (%)"  # a quarter of the 6 epochs, floored
+  # From evaluation_*.json: ‖H‖_F estimate best 60/68, final 40/44, the paper's quantity best
+  # 30/34, final 20/22, test 86/88, loss 0.2/0.22, dist 5/6.
+  assert rows["γ = 0.1"] == ["2", "64.0 ± 5.7 / 42.0 ± 2.8", "32.0 ± 2.8 / 21.0 ± 1.4",
+                             "87.00 ± 1.41", "60.50 ± 0.71", "0.210 ± 0.014", "5.50 ± 0.71 |"]
+  # From the logs: at epoch 2 (before the best, epoch 3) 200/201 and 20/21, at epoch 6 400/401
+  # and 40/41.
+  assert rows["γ = 1"] == ["2", "200 ± 1 / 400 ± 1†", "20.5 ± 0.7 / 40.5 ± 0.7†",
+                           "81.00 ± 1.41‡", "60.50 ± 0.71", "0.305 ± 0.007", "3.50 ± 0.71‡ |"]
+  assert rows["SGD(η = 0.1)"][:4] == ["1", "200 / 400†", "20.0 / 40.0†", "80.00‡"]
   assert "† some seeds have no evaluation_*.json" in markdown
   assert "\\toprule" in latex and r"\(\gamma\) = 0.1" in latex and r"87.00 \(\pm\) 1.41" in latex
   assert "$$" not in latex and "%" not in latex.replace(r"\%", "").split("\n", 1)[1]
