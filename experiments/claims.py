@@ -22,13 +22,18 @@ _RUNS = flags.DEFINE_string("runs", "runs/cpu", "Directory of the families' run 
 _OUT = flags.DEFINE_string("out", "figures", "Where claims.md and claims.json go.")
 
 
-def read_family(path: str) -> list:
-  """The runs directly under ``path`` (a sweep directory), or [] when there is none."""
+DONE = ("finished", "early_stopped", "diverged")
+
+
+def read_family(path: str) -> tuple[list, list]:
+  """(the ended runs directly under ``path``, the names of those still unfinished)."""
   if not os.path.isdir(path):
-    return []
+    return [], []
   dirs = sorted(os.path.join(path, d) for d in os.listdir(path))
-  return [metrics_io.read_run(d) for d in dirs
+  runs = [metrics_io.read_run(d) for d in dirs
           if os.path.isfile(os.path.join(d, metrics_io.METRICS))]
+  return ([r for r in runs if r.status.get("status") in DONE],
+          [r.name for r in runs if r.status.get("status") not in DONE])
 
 
 def main(argv):
@@ -37,12 +42,16 @@ def main(argv):
   if not os.path.isdir(_RUNS.value):
     sys.exit(f"--runs={_RUNS.value!r} is not a directory: run `make figures` first (it writes "
              "runs/cpu/<family>/...).")
-  families = {f: read_family(os.path.join(_RUNS.value, f)) for _, f, _ in claims.FAMILIES}
+  families, unfinished = {}, []
+  for family in dict.fromkeys(f for _, f, _ in claims.FAMILIES):
+    families[family], waiting = read_family(os.path.join(_RUNS.value, family))
+    unfinished += [f"{family}/{name}" for name in waiting]
   verdicts = claims.report(families)
+  note = (f"Not judged, unfinished: {', '.join(unfinished)}.\n\n" if unfinished else "")
   os.makedirs(_OUT.value, exist_ok=True)
   text = (f"# Claims report\n\nFrom the runs under `{_RUNS.value}` "
           f"(`python experiments/claims.py --runs={_RUNS.value}`). Verdict rules and thresholds: "
-          "`sharp_dirs/claims.py`.\n\n" + claims.to_markdown(verdicts))
+          "`sharp_dirs/claims.py`.\n\n" + note + claims.to_markdown(verdicts))
   with open(os.path.join(_OUT.value, "claims.md"), "w", encoding="utf-8") as f:
     f.write(text)
   with open(os.path.join(_OUT.value, "claims.json"), "w", encoding="utf-8") as f:

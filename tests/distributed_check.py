@@ -23,7 +23,7 @@ from test_train import load_config, shrink
 
 # Each case: (config module, variant, overrides); tiny: 4 steps of 64, tracking at 0 and 4.
 CASES = {
-    "sgd": ("noise_grid", "cpu", {"tracking.zoom_epochs": 0.0}),
+    "sgd": ("noise_grid", "cpu", {"tracking.zoom_epochs": 0.0, "tracking.k": 3}),
     "nsgd": ("nsgd", "cpu", {"analyses.frobenius.num_samples": 2}),
     "nsgd_in_step": ("nsgd", "cpu", {"nsgd.eigenpairs_from": "train_batch",
                                      "nsgd.refresh_every": 2, "nsgd.num_lanczos_steps": 6,

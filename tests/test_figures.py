@@ -138,7 +138,7 @@ def test_smooth_matches_the_paper_inside_and_averages_what_is_there_at_the_edges
 
 
 def test_describe_names_model_data_and_scale(lr_grid):
-  assert figures.describe(lr_grid) == "MLP, Fashion-MNIST (10k), CPU scale"
+  assert figures.describe(lr_grid) == "SimpleCNN, Fashion-MNIST (10k), CPU scale"
   paper = metrics_io.Run("x", {"model": "resnet32", "dataset": "cifar10",
                                "num_train_examples": 0}, [], {})
   assert figures.describe([paper]) == "ResNet-32, CIFAR-10, paper scale"
