@@ -42,6 +42,7 @@ CPU_RUNS := runs/cpu
 JAX_CACHE ?= $(HOME)/.cache/sharp_dirs/jax
 SWEEP := JAX_COMPILATION_CACHE_DIR=$(JAX_CACHE) $(PYTHON) experiments/sweep.py
 FIGURE := $(PYTHON) experiments/figures.py --out=figures
+comma := ,
 ETA_003 := $(CPU_RUNS)/noise_grid/optimizer.learning_rate=0.03,batch_size=128,num_epochs=10,seed=0
 figures: install
 	$(SWEEP) --config=configs/noise_grid.py:cpu --workdir=$(CPU_RUNS)/noise_grid
@@ -62,7 +63,8 @@ figures: install
 	$(FIGURE) --figure=alignment --runs=$(CPU_RUNS)/alignment
 	$(FIGURE) --figure=rescaling --runs=$(CPU_RUNS)/rescaling
 	$(FIGURE) --figure=nsgd --runs=$(CPU_RUNS)/nsgd
-	$(FIGURE) --figure=edge_of_stability --runs=$(CPU_RUNS)/edge_of_stability,$(ETA_003)
+	$(FIGURE) --figure=edge_of_stability \
+	  '--runs=$(CPU_RUNS)/edge_of_stability,$(subst $(comma),?,$(ETA_003))'  # --runs splits at commas
 	$(FIGURE) --figure=spectral_density --runs=$(CPU_RUNS)/spectral_density
 	$(PYTHON) experiments/claims.py --runs=$(CPU_RUNS) --out=figures
 
