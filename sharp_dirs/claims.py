@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from sharp_dirs.figures import smoothed_curve
+from sharp_dirs import figures
 from sharp_dirs.metrics_io import Run
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
@@ -114,10 +114,8 @@ def _verdict(claim, conditions, statistics, runs) -> Verdict:
 
 def mean_std(values) -> tuple[float, float, int]:
   """(mean, std with ddof = 1 (0 for a single value), count) of the finite values."""
-  v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
-  if not v.size:
-    return math.nan, math.nan, 0
-  return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+  mean, std, count = figures.mean_std(np.asarray(values, np.float64))
+  return float(mean), float(std), int(count)
 
 
 def compare(a: Sequence[float], b: Sequence[float], noise_a: Optional[float] = None,
@@ -164,7 +162,7 @@ class Peak:
 def find_peak(run: Run, window: int = SMOOTHING) -> Optional[Peak]:
   """The maximum of λ_1 smoothed as the paper (zoom and per-epoch parts apart); None without
   at least 3 finite evaluations."""
-  epochs, smoothed = smoothed_curve(run, LAMBDA_1, window)
+  epochs, smoothed = figures.smoothed_curve(run, LAMBDA_1, window)
   _, raw = run.series(LAMBDA_1, "epoch")
   finite = np.isfinite(smoothed)
   if finite.sum() < 3:
@@ -327,11 +325,10 @@ def _value_at_epoch(run: Run, key: str, epoch: float) -> float:
 def nsgd_quantities(run: Run, early_epoch: float) -> dict:
   """final λ_1, the training loss at ``early_epoch``, the final test accuracy (best-validation
   checkpoint's when experiments/evaluate.py wrote it)."""
-  from sharp_dirs.figures import run_summary  # pylint: disable=g-import-not-at-top
   _, lam = run.series(LAMBDA_1)
   return {"final_lambda_1": float(lam[-1]) if lam.size else math.nan,
           "early_train_loss": _value_at_epoch(run, "train/loss", early_epoch),
-          "test_accuracy": run_summary(run, early_epoch)["test_accuracy"]}
+          "test_accuracy": figures.run_summary(run, early_epoch)["test_accuracy"]}
 
 
 def claim_nsgd(runs: Sequence[Run]) -> Verdict:
