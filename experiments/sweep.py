@@ -24,6 +24,7 @@ import logging as pylogging
 import os
 import shlex
 import sys
+import time
 import traceback
 
 from absl import app
@@ -114,8 +115,8 @@ def run_grid(runs: list, workdir: str, *, allow_changes: bool = False) -> list[s
   from sharp_dirs import config as config_lib  # pylint: disable=g-import-not-at-top
   from sharp_dirs import rundir  # pylint: disable=g-import-not-at-top
   from sharp_dirs import train  # pylint: disable=g-import-not-at-top
-  failures = []
-  for overrides, config in runs:
+  failures, started, trained = [], time.perf_counter(), 0
+  for i, (overrides, config) in enumerate(runs):
     run_dir = os.path.join(workdir, run_name(overrides))
     status_path = os.path.join(run_dir, "status.json")
     if os.path.exists(status_path):
@@ -127,7 +128,11 @@ def run_grid(runs: list, workdir: str, *, allow_changes: bool = False) -> list[s
       if done and not rundir.config_differences(config, run_dir):
         print(f"{run_dir}: done already, skipped.", flush=True)
         continue
-    print(f"Run {run_dir}", flush=True)
+    elapsed = time.perf_counter() - started
+    left = (f", about {elapsed / trained * (len(runs) - i) / 60:.0f} min left" if trained
+            else "")
+    print(f"Run {i + 1} of {len(runs)} ({elapsed / 60:.1f} min in{left}): {run_dir}", flush=True)
+    trained += 1
     try:
       status = train.train_and_evaluate(config, run_dir, allow_changes=allow_changes)
     except (config_lib.ConfigError, rundir.RunDirError) as e:

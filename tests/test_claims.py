@@ -17,6 +17,8 @@ def write_run(path, config, rows):
     json.dump(config, f)
   with open(os.path.join(path, metrics_io.METRICS), "w", encoding="utf-8") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
+  with open(os.path.join(path, "status.json"), "w", encoding="utf-8") as f:
+    json.dump({"status": "finished"}, f)
   return metrics_io.read_run(str(path))
 
 
@@ -246,6 +248,13 @@ def test_report_script_judges_families_and_marks_missing_ones(tmp_path):
   assert [d["verdict"] for d in data] == ["holds", "holds"] + ["inconclusive"] * 4
   assert "no runs in sharp_analysis/" in (tmp_path / "out" / "claims.md").read_text()
   assert "| C2 |" in out.stdout
+  # A run still going (no final status) is listed, not judged.
+  os.remove(root / "noise_grid" / "lr0.01_bs128_s0" / "status.json")
+  out = subprocess.run([sys.executable, script, f"--runs={root}", f"--out={tmp_path / 'out'}"],
+                       capture_output=True, text=True, timeout=300)
+  assert "Not judged, unfinished: noise_grid/lr0.01_bs128_s0." in out.stdout
+  judged = json.loads((tmp_path / "out" / "claims.json").read_text())[0]["runs"]
+  assert len(judged) == 5 and not any(r.endswith("lr0.01_bs128_s0") for r in judged)
   missing = subprocess.run([sys.executable, script, f"--runs={tmp_path / 'nowhere'}"],
                            capture_output=True, text=True, timeout=300)
   assert missing.returncode != 0 and "run `make figures` first" in missing.stderr
