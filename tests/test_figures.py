@@ -21,7 +21,7 @@ PEAKS = {0.01: 40.0, 0.03: 25.0, 0.1: 12.0, 0.05: 20.0}
 
 
 def make_config(**overrides) -> dict:
-  """A cpu-scale config (MLP, Fashion-MNIST 10k) with dotted overrides."""
+  """A cpu-scale config (SimpleCNN F = 8, Fashion-MNIST 10k) with dotted overrides."""
   c = config_lib.default_config()
   config_lib.cpu_scale(c, num_epochs=EPOCHS)
   for dotted, value in overrides.items():
@@ -179,7 +179,7 @@ def test_noise_grid_plots_smoothed_lambdas_on_the_merged_axis(lr_grid):
   assert peaks == sorted(peaks, reverse=True)  # larger η, lower peak (built in)
   labels = [t.get_text() for t in ax.get_legend().get_texts()]
   assert labels[:3] == ["η = 0.01", "η = 0.03", "η = 0.1"]
-  assert "MLP, Fashion-MNIST (10k), CPU scale" in fig.get_suptitle()
+  assert "SimpleCNN, Fashion-MNIST (10k), CPU scale" in fig.get_suptitle()
 
 
 def test_noise_grid_of_batch_sizes_and_of_a_whole_sweep(lr_grid, bs_grid):
@@ -493,5 +493,5 @@ def test_script_all_and_one(lr_grid, bs_grid, analysis_run, nsgd_runs, rescaling
   assert_saved(figures_written, stems)
   assert sorted(p.name for p in tmp_path.glob("*_table.*")) == [
       "nsgd_k_table.md", "nsgd_k_table.tex", "nsgd_nsgd_table.md", "nsgd_nsgd_table.tex"]
-  assert "| γ = 1 | 2 | 20.5 ± 0.7 / 40.5 ± 0.7† |" in (
+  assert "| γ = 1 | 2 | 200 ± 1 / 400 ± 1† | 20.5 ± 0.7 / 40.5 ± 0.7† |" in (
       tmp_path / "nsgd_nsgd_table.md").read_text()
