@@ -160,7 +160,8 @@ def main(argv):
   with open(os.path.join(_WORKDIR.value, "summary.json"), "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=2, default=float)
 
-  print("\n  η       λ_1 at init  peak λ_1 (smoothed)  at epoch  final λ_1  max η·λ_1  test acc.")
+  print("\n  η       λ_1 at init  peak λ_1 (smoothed)  at epoch  final λ_1  max η·λ_1  "
+        "test acc.")
   for r in rows:
     print(f"  {r['learning_rate']:<7g} {r['initial_lambda_max']:11.2f}  "
           f"{r['peak_lambda_max']:19.2f}  {r['peak_epoch']:8.2f}  {r['final_lambda_max']:9.2f}"

@@ -248,8 +248,8 @@ def order_conditions(runs: Sequence[Run], varied: str, symbol: str, lower_when: 
               f"{symbol} = {hi:g}")
       passed = {expected: True, "tied": None, "unknown": None}.get(got, False)
       note = {"tied": " (within the seed spread)", "unknown": " (no interior peak to compare)"}
-      conditions.append(Condition(f"lower peak at {'larger' if lower_when == 'larger' else 'smaller'}"
-                                  f" {symbol} ({lo:g} vs {hi:g})", passed,
+      conditions.append(Condition(f"lower peak at {lower_when} {symbol} ({lo:g} vs {hi:g})",
+                                  passed,
                                   text + note.get(got, "")))
   return conditions, stats
 
@@ -386,8 +386,8 @@ def rescaling_gamma(run: Run) -> Optional[float]:
 
 def claim_steering(runs: Sequence[Run], window: float = 0.5) -> Verdict:
   """C5: λ_1 averaged over the last ``window`` of each ablation decreases with γ (rank
-  correlation ≤ −0.8), and the smallest γ ends sharper than the largest beyond the spread of λ_1
-  over that window."""
+  correlation ≤ −0.8), and the smallest γ ends sharper than the largest beyond the spread of
+  λ_1 over that window."""
   by_gamma = {}
   for run in runs:
     g = rescaling_gamma(run)

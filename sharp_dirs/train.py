@@ -428,7 +428,7 @@ def _train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = N
   status = {"status": "finished", "reason": ""}
   last = {}
   step = start_step
-  started, steps_done = time.perf_counter(), 0
+  started, steps_done, tracking_seconds = time.perf_counter(), 0, 0.0
   window, window_started = [], started
   pending = None  # (step, loss) of the previous train step, checked one step late
   best_due = None  # (step, meta) of a best checkpoint, saved after the step's latest one
@@ -453,6 +453,11 @@ def _train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = N
                                                  loop.num_trackings, lr)
         loop.num_trackings += 1
         lam_text = f"{values['hessian/lambda_1']:.3g}"
+        tracking_seconds += values["hessian/seconds"]
+        logger.info("step %d (epoch %.2f): λ_1 %s (tracking: %d HVPs in %.1f s; %.0f%% of the "
+                    "run so far)", step, schedule.epoch(step), lam_text, values["hessian/num_hvps"],
+                    values["hessian/seconds"],
+                    100 * tracking_seconds / max(time.perf_counter() - started, 1e-9))
         log(step, values)
         for name, arr in arrays.items():
           writer.write_arrays(step, name, arr)
