@@ -17,7 +17,7 @@ the rise takes about 1/η steps). Then it
 A run that already finished with the same settings is reused (delete runs/demo to start over);
 a killed one resumes; one made with other settings is not reused: the demo says so and stops.
 
-  python experiments/demo.py                          # about 8 minutes on 2 idle CPU cores
+  python experiments/demo.py      # 878 s on 2 CPU cores shared with the test suite
   python experiments/demo.py --learning_rates=0.03,0.1 --num_epochs=10,5
 """
 
