@@ -129,7 +129,7 @@ def run_grid(runs: list, workdir: str, *, allow_changes: bool = False) -> list[s
         print(f"{run_dir}: done already, skipped.", flush=True)
         continue
     elapsed = time.perf_counter() - started
-    left = (f", about {elapsed / trained * (len(runs) - i) / 60:.0f} min left" if trained
+    left = (f", about {elapsed / trained * (len(runs) - i) / 60:.1f} min left" if trained
             else "")
     print(f"Run {i + 1} of {len(runs)} ({elapsed / 60:.1f} min in{left}): {run_dir}", flush=True)
     trained += 1
