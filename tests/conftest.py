@@ -42,6 +42,15 @@ def x64():
     yield
 
 
+def set_field(config, dotted: str, value) -> None:
+  """config.a.b = value for dotted = "a.b" (a ConfigDict or nested dict)."""
+  *parents, last = dotted.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  node[last] = value
+
+
 CANONICAL_2D = "[b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]"
 
 

@@ -15,6 +15,7 @@ import sys
 import jax
 import numpy as np
 
+from conftest import set_field
 from sharp_dirs import config as config_lib
 from sharp_dirs import distributed
 from sharp_dirs import metrics_io
@@ -44,11 +45,7 @@ def case_config(case: str, **mesh):
   c.model = "mlp"  # dense kernels split over the model axis
   c.model_kwargs = config_lib.ConfigDict({"hidden": (32,)})  # divisible by the model axis
   for field, value in {**overrides, **{f"mesh.{k}": v for k, v in mesh.items()}}.items():
-    *parents, last = field.split(".")
-    node = c
-    for p in parents:
-      node = node[p]
-    node[last] = value
+    set_field(c, field, value)
   return c
 
 

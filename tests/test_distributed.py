@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import set_field
 from sharp_dirs import config as config_lib
 from sharp_dirs import metrics_io
 from sharp_dirs import train
@@ -205,11 +206,7 @@ def cpu_config(**overrides):
   c = config_lib.default_config()
   config_lib.cpu_scale(c)
   for field, value in overrides.items():
-    *parents, last = field.split(".")
-    node = c
-    for p in parents:
-      node = node[p]
-    node[last] = value
+    set_field(c, field, value)
   return c
 
 

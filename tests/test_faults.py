@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import set_field
 from sharp_dirs import checkpoint as checkpoint_lib
 from sharp_dirs import cli
 from sharp_dirs import config as config_lib
@@ -388,11 +389,7 @@ def test_the_sweep_reports_runs_that_cannot_run_and_goes_on(tmp_path, capsys):
 ])
 def test_non_finite_and_misplaced_config_values_are_named(field, value, message):
   c = config_lib.default_config()
-  *parents, last = field.split(".")
-  node = c
-  for p in parents:
-    node = node[p]
-  node[last] = value
+  set_field(c, field, value)
   with pytest.raises(config_lib.ConfigError) as e:
     config_lib.validate(c)
   assert f"config.{field}" in str(e.value) and message in str(e.value), str(e.value)

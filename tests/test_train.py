@@ -17,7 +17,7 @@ from sharp_dirs import config as config_lib
 from sharp_dirs import metrics_io
 from sharp_dirs import tracking
 from sharp_dirs import train
-from conftest import CANONICAL_2D, conv_layouts
+from conftest import CANONICAL_2D, conv_layouts, set_field
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -243,11 +243,7 @@ def test_full_batch_gradient_is_the_mean_over_the_training_set(variant):
 ])
 def test_bad_config_fields_are_named_with_what_is_allowed(field, value, message):
   c = config_lib.default_config()
-  *parents, last = field.split(".")
-  node = c
-  for p in parents:
-    node = node[p]
-  node[last] = value
+  set_field(c, field, value)
   with pytest.raises(config_lib.ConfigError, match=None) as e:
     config_lib.validate(c)
   assert f"config.{field}" in str(e.value) and message in str(e.value), str(e.value)
@@ -276,11 +272,7 @@ def test_configs_that_do_not_fit_the_data_are_rejected_before_training(tmp_path,
                                                                       message):
   c = config_lib.default_config()
   for field, value in overrides.items():
-    *parents, last = field.split(".")
-    node = c
-    for p in parents:
-      node = node[p]
-    node[last] = value
+    set_field(c, field, value)
   with pytest.raises(config_lib.ConfigError) as e:
     train.train_and_evaluate(c, str(tmp_path))
   assert message in str(e.value), str(e.value)
