@@ -44,7 +44,7 @@ from jax.flatten_util import ravel_pytree  # noqa: E402
 from scipy.sparse.linalg import LinearOperator, eigsh  # noqa: E402
 
 import sharp_dirs as sd  # noqa: E402
-from sharp_dirs import krylov  # noqa: E402
+from sharp_dirs.curvature import krylov  # noqa: E402
 
 K = 5
 REL_ERR = 1e-3

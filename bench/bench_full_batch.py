@@ -5,7 +5,7 @@ Run:  .venv/bin/python bench/bench_full_batch.py [--examples 1024] [--batch 256]
 
 ``config.full_batch = True`` (configs/edge_of_stability.py) accumulates the gradient over the
 training set with ``lax.map`` over batches of ``config.batch_size``: a loop, inside which XLA's
-CPU compiler leaves autodiff's convolutions in their slow layout (sharp_dirs/conv_layout.py).
+CPU compiler leaves autodiff's convolutions in their slow layout (sharp_dirs/curvature/conv_layout.py).
 The step ``train.make_train_step`` builds (SimpleCNN root, ``conv_impl="auto"``: ``nn.Conv``
 under sharp_dirs' XLA flag, real Fashion-MNIST) is timed as the engine runs it ("rewrite":
 the per-batch gradient through ``conv_layout.canonicalize_convs``) and as it ran before that
@@ -27,9 +27,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import sharp_dirs  # noqa: E402,F401  (sets the XLA CPU flag before jax starts)
-from sharp_dirs import config as config_lib  # noqa: E402
-from sharp_dirs import conv_layout  # noqa: E402
-from sharp_dirs import train  # noqa: E402
+from sharp_dirs.engine import config as config_lib  # noqa: E402
+from sharp_dirs.curvature import conv_layout  # noqa: E402
+from sharp_dirs.engine import train  # noqa: E402
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "edge_of_stability.py"
 

@@ -33,9 +33,9 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import sharp_dirs  # noqa: E402
-from sharp_dirs import conv_layout  # noqa: E402
-from sharp_dirs import hessian  # noqa: E402
-from sharp_dirs import tree_math as tm  # noqa: E402
+from sharp_dirs.curvature import conv_layout  # noqa: E402
+from sharp_dirs.curvature import hessian  # noqa: E402
+from sharp_dirs.curvature import tree_math as tm  # noqa: E402
 from bench.bench_user_conv import UserSimpleCNN  # noqa: E402
 
 VARIANTS = {"xla": False, "rewrite": True}   # canonicalize_convs(pools=...)

@@ -1,7 +1,7 @@
 r"""Data-parallel scaling: train-step and HVP time on 1, 2, 4, ... devices, and vs Hessian examples.
 
 What is timed is the engine's own code: ``train.make_train_step`` (SGD, the batch split over a
-``data`` mesh axis by ``sharp_dirs.distributed.Placement``) and the tracker's matvec
+``data`` mesh axis by ``sharp_dirs.engine.distributed.Placement``) and the tracker's matvec
 ``hessian.dataset_hvp`` (one HVP of the mean loss over N examples, stacked batches
 ``[N / b, b, ...]`` with each batch split over ``data``, parameters and vector replicated), on
 the 784-256-256-10 MLP of the cpu configs with random Fashion-MNIST-shaped inputs. One device
@@ -68,11 +68,11 @@ def measure(args, n: int) -> list:
   """Rows (devices, what, examples, seconds) on the first n devices of this process."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from sharp_dirs import config as config_lib  # pylint: disable=g-import-not-at-top
-  from sharp_dirs import distributed  # pylint: disable=g-import-not-at-top
-  from sharp_dirs import hessian  # pylint: disable=g-import-not-at-top
-  from sharp_dirs import train  # pylint: disable=g-import-not-at-top
-  from sharp_dirs import tree_math as tm  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import config as config_lib  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import distributed  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.curvature import hessian  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import train  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.curvature import tree_math as tm  # pylint: disable=g-import-not-at-top
   from sharp_dirs.models import loss as model_loss  # pylint: disable=g-import-not-at-top
 
   if jax.device_count() < n:

@@ -1,7 +1,7 @@
 r"""The engine's costs: an NSGD step between refreshes vs an SGD step, and the tracking overhead.
 
 Side by side in one process, on real Fashion-MNIST batches (random ones with --quick):
-1. the jitted train step of ``sharp_dirs.train`` with SGD and with NSGD between refreshes (K
+1. the jitted train step of ``sharp_dirs.engine.train`` with SGD and with NSGD between refreshes (K
    directions from the tracker kept in the optimizer state, as the paper: no HVP in the step),
    interleaved, median of ``--repeats`` timings each (target: NSGD within 5% of SGD);
 2. one tracking evaluation at the paper's settings (top-K on N fresh augmented examples,
@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sharp_dirs import config as config_lib
-from sharp_dirs import tracking
-from sharp_dirs import train
+from sharp_dirs.engine import config as config_lib
+from sharp_dirs.engine import tracking
+from sharp_dirs.engine import train
 
 _QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes: checks the script runs.")
 _MODELS = flags.DEFINE_list("models", ["simple_cnn_root", "mlp"], "Models to measure.")

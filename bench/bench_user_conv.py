@@ -43,7 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import sharp_dirs  # noqa: E402
-from sharp_dirs import tree_math as tm  # noqa: E402
+from sharp_dirs.curvature import tree_math as tm  # noqa: E402
 
 
 class UserSimpleCNN(nn.Module):

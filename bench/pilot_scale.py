@@ -22,10 +22,10 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from sharp_dirs import config as config_lib
-from sharp_dirs import figures
-from sharp_dirs import metrics_io
-from sharp_dirs import train
+from sharp_dirs.engine import config as config_lib
+from sharp_dirs.report import figures
+from sharp_dirs.engine import metrics_io
+from sharp_dirs.engine import train
 
 # name -> (model, model_kwargs): the paper's SimpleCNN narrowed, and the MLP of the old CPU scale.
 CANDIDATES = {

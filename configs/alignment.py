@@ -8,12 +8,12 @@ plotted against training accuracy beside the random-vector baseline E|cos| ≈ s
   python experiments/sweep.py --config=configs/alignment.py:cpu --workdir=runs/alignment_cpu
 
 Variants: ``simple_cnn`` (default), ``resnet32`` (CIFAR-10, epochs of 9,000 examples), ``cpu``
-(``sharp_dirs.config.cpu_scale``): SimpleCNN with F = 8 on 10k Fashion-MNIST examples, 12
+(``sharp_dirs.engine.config.cpu_scale``): SimpleCNN with F = 8 on 10k Fashion-MNIST examples, 12
 epochs of 2,560 examples, 20 minibatches per evaluation; its sweep is η ∈ {0.1, 0.03, 0.01}
 (the paper's 0.001 would not leave the initial plateau in a CPU run).
 """
 
-from sharp_dirs import config as config_lib
+from sharp_dirs.engine import config as config_lib
 
 VARIANTS = ("simple_cnn", "resnet32", "cpu")
 

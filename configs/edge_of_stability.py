@@ -8,12 +8,12 @@ the SGD runs' η·λ_1 (``eos/eta_lambda_max`` is logged by every run).
   python experiments/train.py --config=configs/edge_of_stability.py --workdir=runs/eos_gd
   python experiments/sweep.py --config=configs/edge_of_stability.py:cpu --workdir=runs/eos_cpu
 
-Variants: ``simple_cnn`` (default), ``cpu`` (``sharp_dirs.config.cpu_scale``): SimpleCNN with
+Variants: ``simple_cnn`` (default), ``cpu`` (``sharp_dirs.engine.config.cpu_scale``): SimpleCNN with
 F = 8 on 1,000 examples, 300 steps, η·λ_1 tracked every 10 steps on the whole 1,000; it starts
 flat (η·λ_1 = 0.39 at initialization); its sweep is η = 0.1 (one run: the CPU budget).
 """
 
-from sharp_dirs import config as config_lib
+from sharp_dirs.engine import config as config_lib
 
 VARIANTS = ("simple_cnn", "cpu")
 

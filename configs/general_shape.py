@@ -8,14 +8,14 @@ ResNet-32 (L2 1e-4 kept) at η = 0.1 for 400 epochs; S = 128, no momentum.
   python experiments/train.py --config=configs/general_shape.py:resnet32 --workdir=runs/general_rn
 
 Variants: ``simple_cnn`` (default; Fashion-MNIST offline, ``--config.dataset=cifar10`` for the
-paper), ``resnet32`` (CIFAR-10), ``cpu`` (``sharp_dirs.config.cpu_scale``): SimpleCNN with
+paper), ``resnet32`` (CIFAR-10), ``cpu`` (``sharp_dirs.engine.config.cpu_scale``): SimpleCNN with
 F = 8 on 10k Fashion-MNIST examples at η = 0.03 for 10 epochs of 2,560 examples, top-10 on
 N = 256 (at most 30 HVPs per solve; each pair's residual is logged) every epoch and every 8
 steps over the first 3 epochs, where λ_1 rises (the zoom; the paper: every step over half an
 epoch, at η = 0.01).
 """
 
-from sharp_dirs import config as config_lib
+from sharp_dirs.engine import config as config_lib
 
 VARIANTS = ("simple_cnn", "resnet32", "cpu")
 

@@ -14,7 +14,7 @@ Variants (``:a,b``): ``simple_cnn`` (default; SimpleCNN root on Fashion-MNIST of
 in the paper: add ``--config.dataset=cifar10``), ``resnet32`` and ``vgg11`` (CIFAR-10), ``lstm``
 (the 2×200 LSTM language model on the Jane Austen corpus offline, PTB in the paper: K = 5 on
 N = 500 sequences, clipnorm 5, η grid {5, 1, 0.2}, S grid {128, 32, 8}), and ``cpu``
-(``sharp_dirs.config.cpu_scale``): SimpleCNN with F = 8 on 10k Fashion-MNIST examples, epochs
+(``sharp_dirs.engine.config.cpu_scale``): SimpleCNN with F = 8 on 10k Fashion-MNIST examples, epochs
 of 2,560 examples, top-2 on N = 512 fresh samples every epoch and every 256 examples over the
 first epoch (the zoom), checkpoints every epoch (kept, for the rescaling ablation). Its sweep:
 η ∈ {0.01, 0.03, 0.1} at S = 128 and S ∈ {32, 128, 512} at η = 0.03, seeds {0, 1}; each run
@@ -24,7 +24,7 @@ the rise takes about 1/η steps), so the run length differs per point: 24 / 10 /
 Deviations from the paper: the model, N, the epoch size, the run lengths, 2 seeds.
 """
 
-from sharp_dirs import config as config_lib
+from sharp_dirs.engine import config as config_lib
 
 VARIANTS = ("simple_cnn", "resnet32", "vgg11", "lstm", "cpu")
 

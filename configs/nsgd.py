@@ -15,14 +15,14 @@ validation accuracy, at most 2000 epochs; the best-validation checkpoint is eval
       --sweep=nsgd.gamma=0.01 --sweep=nsgd.num_directions=1,3,5,10,20 --sweep=tracking.k=20
 
 Variants: ``simple_cnn`` (default), ``resnet32`` (CIFAR-10), ``sgd`` (the baselines; the sweep
-is the η grid), ``cpu`` (``sharp_dirs.config.cpu_scale``): SimpleCNN with F = 8 on 10k
+is the η grid), ``cpu`` (``sharp_dirs.engine.config.cpu_scale``): SimpleCNN with F = 8 on 10k
 Fashion-MNIST examples (no augmentation) at η = 0.1 for 12 epochs of 2,560 examples, K = 5 from
 a top-5 solve on N = 256 every 2 epochs (40 steps; the paper: every epoch of 351 steps),
 reduce-on-plateau after 3 and early stopping after 5 evaluations without improvement; its
 sweep is γ ∈ {0.01, 0.1, 1, 5} and SGD at η ∈ {0.03, 0.3}, 5 seeds each.
 """
 
-from sharp_dirs import config as config_lib
+from sharp_dirs.engine import config as config_lib
 
 VARIANTS = ("simple_cnn", "resnet32", "sgd", "cpu")
 

@@ -14,7 +14,7 @@ started): rule "only_top", "only_top" with frozen directions, "remove", "constan
       --sweep=init_from=runs/scnn_lr0.005     # every variant (see get_sweep)
 
 Variants: ``normal`` (default), ``only_top``, ``constant_top``, ``remove_top``, ``top_scaled``;
-``cpu`` (``sharp_dirs.config.cpu_scale``): SimpleCNN with F = 8 from the cpu noise grid's
+``cpu`` (``sharp_dirs.engine.config.cpu_scale``): SimpleCNN with F = 8 from the cpu noise grid's
 η = 0.03 run at epoch 6, one epoch past the peak of its smoothed λ_1 (epoch 5 in the seed-0
 run; ``--config.init_from=<run dir> --config.init_from_epoch=6``), at that run's η = 0.03 for
 120 iterations (the paper: 1,000);
@@ -23,7 +23,7 @@ by their trajectories, not by their samples) every 2 iterations, which is also h
 direction e_1 is refreshed (the paper: every iteration); the loss on 1,024 examples.
 """
 
-from sharp_dirs import config as config_lib
+from sharp_dirs.engine import config as config_lib
 
 VARIANTS = ("normal", "only_top", "constant_top", "remove_top", "top_scaled", "cpu")
 RULES = {"only_top": "only_top", "constant_top": "only_top", "remove_top": "remove",

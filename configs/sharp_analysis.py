@@ -12,13 +12,13 @@ along e_1, e_3, e_5 in units of the typical SGD step length (10 minibatches, 128
 
 Variants: ``early`` (default), ``late``, ``resnet32`` (CIFAR-10, L2 1e-4, epochs of 2048
 examples), ``nsgd`` (the same analyses under NSGD, γ = 0.01, K = 5), ``cpu``
-(``sharp_dirs.config.cpu_scale``): SimpleCNN with F = 8 on 10k Fashion-MNIST examples at
+(``sharp_dirs.engine.config.cpu_scale``): SimpleCNN with F = 8 on 10k Fashion-MNIST examples at
 η = 0.1, epochs of 1,280 examples, 16 of them; λ_1 peaks within the first 3 and then settles
 where η·λ_1 is about 1.5-2, the regime of the paper's claim. 5 minibatches per analysis (the
 paper: 10), losses on 1,024 examples, the loss change every 2 evaluations.
 """
 
-from sharp_dirs import config as config_lib
+from sharp_dirs.engine import config as config_lib
 
 VARIANTS = ("early", "late", "resnet32", "nsgd", "cpu")
 

@@ -6,7 +6,7 @@ S = 128, top-3 on fresh augmented samples of 256 examples (linearized HVPs), tol
   python experiments/train.py --config=configs/simple_cnn_demo.py --workdir=runs/scnn_demo
 """
 
-from sharp_dirs import config as config_lib
+from sharp_dirs.engine import config as config_lib
 
 
 def get_config(arg=None):

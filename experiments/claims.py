@@ -6,7 +6,7 @@ r"""The claims report: each claim of the paper judged from run directories, verd
 sharp_analysis, nsgd, rescaling, edge_of_stability), as `make figures` writes them; a family
 that is missing makes its claims inconclusive. Writes ``claims.md`` and ``claims.json`` to
 ``--out`` and prints the Markdown. The statistics, thresholds and verdict rules are in
-``sharp_dirs/claims.py``.
+``sharp_dirs/report/claims.py``.
 """
 
 import os
@@ -15,8 +15,8 @@ import sys
 from absl import app
 from absl import flags
 
-from sharp_dirs import claims
-from sharp_dirs import metrics_io
+from sharp_dirs.report import claims
+from sharp_dirs.engine import metrics_io
 
 _RUNS = flags.DEFINE_string("runs", "runs/cpu", "Directory of the families' run directories.")
 _OUT = flags.DEFINE_string("out", "figures", "Where claims.md and claims.json go.")
@@ -51,7 +51,7 @@ def main(argv):
   os.makedirs(_OUT.value, exist_ok=True)
   text = (f"# Claims report\n\nFrom the runs under `{_RUNS.value}` "
           f"(`python experiments/claims.py --runs={_RUNS.value}`). Verdict rules and thresholds: "
-          "`sharp_dirs/claims.py`.\n\n" + note + claims.to_markdown(verdicts))
+          "`sharp_dirs/report/claims.py`.\n\n" + note + claims.to_markdown(verdicts))
   with open(os.path.join(_OUT.value, "claims.md"), "w", encoding="utf-8") as f:
     f.write(text)
   with open(os.path.join(_OUT.value, "claims.json"), "w", encoding="utf-8") as f:

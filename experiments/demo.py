@@ -1,14 +1,14 @@
 r"""The main job (``make demo``): the paper's first claim at CPU scale on real Fashion-MNIST.
 
 Trains the CPU-scale model (the paper's SimpleCNN narrowed to F = 8 filters; see
-``sharp_dirs.config.cpu_scale``) with plain SGD (S = 128) at three learning rates on 10k real
+``sharp_dirs.engine.config.cpu_scale``) with plain SGD (S = 128) at three learning rates on 10k real
 Fashion-MNIST examples, tracking its top-2 Hessian eigenvalues on fresh samples of 512 examples
 (every 256 examples during the first epoch of 2,560, then every epoch, warm-started); each run
 lasts long enough for its peak to lie inside it (24 / 10 / 5 epochs for η = 0.01 / 0.03 / 0.1:
 the rise takes about 1/η steps). Then it
 - writes the λ_1/λ_2-vs-epoch figure (the paper's noise-grid panel) and the edge-of-stability
   view (η·λ_1 against 2) to ``figures/demo_*.png|pdf``;
-- judges the claim with the claims report's own code (``sharp_dirs.claims``): C1, λ_1 rises at
+- judges the claim with the claims report's own code (``sharp_dirs.report.claims``): C1, λ_1 rises at
   least 2× to a maximum inside each run; C2, that maximum is lower for larger η, beyond the
   spread of the evaluations each smoothed peak averages (one seed per η here); it prints each
   verdict and the condition that decided it;
@@ -47,7 +47,7 @@ _FIGURES = flags.DEFINE_string("figures_dir", "figures", "Where the figures go."
 
 
 def demo_config(learning_rate: float, num_epochs: int):
-  from sharp_dirs import config as config_lib  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import config as config_lib  # pylint: disable=g-import-not-at-top
   c = config_lib.default_config()
   config_lib.cpu_scale(c, num_epochs=num_epochs)
   c.model_kwargs.features = _FEATURES.value
@@ -64,7 +64,7 @@ def demo_config(learning_rate: float, num_epochs: int):
 
 
 def summarize(run) -> dict:
-  from sharp_dirs import claims  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.report import claims  # pylint: disable=g-import-not-at-top
   peak = claims.find_peak(run)
   _, lam = run.series("hessian/lambda_1")
   _, test_acc = run.series("test/accuracy")
@@ -104,8 +104,8 @@ def parse_flags() -> list[tuple[float, int]]:
 
 def train_or_reuse(config, workdir: str, label: str) -> None:
   """Trains (or resumes) the run in ``workdir``; reuses it when it finished with ``config``."""
-  from sharp_dirs import config as config_lib  # pylint: disable=g-import-not-at-top
-  from sharp_dirs import metrics_io, rundir, train  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import config as config_lib  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import metrics_io, rundir, train  # pylint: disable=g-import-not-at-top
   if os.path.exists(os.path.join(workdir, rundir.CONFIG)):
     differences = rundir.config_differences(config, workdir)
     if differences:
@@ -129,7 +129,8 @@ def train_or_reuse(config, workdir: str, label: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from sharp_dirs import claims, figures, metrics_io  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.report import claims, figures  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import metrics_io  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
   pylogging.getLogger("sharp_dirs").setLevel(pylogging.INFO)  # the runs' progress
   points = parse_flags()

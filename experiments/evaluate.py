@@ -22,9 +22,9 @@ from absl import logging
 import jax
 import numpy as np
 
-from sharp_dirs import cli
-from sharp_dirs import config as config_lib
-from sharp_dirs import rundir
+from sharp_dirs.engine import cli
+from sharp_dirs.engine import config as config_lib
+from sharp_dirs.engine import rundir
 
 _WORKDIR = flags.DEFINE_multi_string("workdir", None, "Run directories (globs allowed).")
 _CHECKPOINTS = flags.DEFINE_list("checkpoint", ["best", "last"], "Which checkpoints: best, last.")
@@ -43,8 +43,9 @@ class EvaluationError(ValueError):
 def evaluate_checkpoint(workdir: str, which: str, *, k: int, num_examples: int,
                         num_probes: int, seed: int) -> dict:
   """The table's quantities at one checkpoint ("best" or "last") of a run directory."""
-  from sharp_dirs import hessian, spectral, tracking, train  # pylint: disable=g-import-not-at-top
-  from sharp_dirs import tree_math as tm  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.curvature import hessian, spectral  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import tracking, train  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.curvature import tree_math as tm  # pylint: disable=g-import-not-at-top
   config, run_data, model, _, last = train.restore_run(workdir, "latest")
   if which == "best":
     _, _, _, step, best = train.restore_run(workdir, "best")

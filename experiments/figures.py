@@ -7,7 +7,7 @@ r"""Regenerates the paper's figures and the NSGD table from run directories (PNG
 ``--runs`` takes run directories, globs and sweep directories (meaning their runs). Figures:
 general_shape, noise_grid, step_loss_change, cross_sections, alignment, rescaling, nsgd (also
 the K ablation when K varies, and nsgd_table.md/.tex), edge_of_stability, spectral_density
-(see ``sharp_dirs.figures``). ``all`` draws every figure from every group of runs under
+(see ``sharp_dirs.report.figures``). ``all`` draws every figure from every group of runs under
 ``--runs_root`` that has what it needs; a group is a sweep directory or a single run, and its
 name is appended to the figure's (``noise_grid_grid_cpu.png``).
 """
@@ -20,8 +20,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from sharp_dirs import figures
-from sharp_dirs import metrics_io
+from sharp_dirs.report import figures
+from sharp_dirs.engine import metrics_io
 
 _FIGURE = flags.DEFINE_enum("figure", None, list(figures.FIGURES) + ["all"], "Which figure.")
 _RUNS = flags.DEFINE_list("runs", [], "Run directories, globs or sweep directories.")

@@ -39,7 +39,7 @@ _SET = flags.DEFINE_multi_string("set", [], "field=value applied to every run of
 _PRINT_ONLY = flags.DEFINE_bool("print_only", False, "Print one command per run, run nothing.")
 _ALLOW_CHANGES = flags.DEFINE_bool(
     "allow_changes", False, "Resumed runs may take the changes of "
-    "sharp_dirs.rundir.RESUMABLE_CHANGES (e.g. more epochs).")
+    "sharp_dirs.engine.rundir.RESUMABLE_CHANGES (e.g. more epochs).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -82,10 +82,10 @@ def set_field(config, dotted: str, value) -> None:
   node = config
   for p in parents:
     if not hasattr(node, "keys") or p not in node:
-      raise SweepError(f"{dotted!r} is not a config field (sharp_dirs/config.py lists them).")
+      raise SweepError(f"{dotted!r} is not a config field (sharp_dirs/engine/config.py lists them).")
     node = node[p]
   if not hasattr(node, "keys") or last not in node:
-    raise SweepError(f"{dotted!r} is not a config field (sharp_dirs/config.py lists them).")
+    raise SweepError(f"{dotted!r} is not a config field (sharp_dirs/engine/config.py lists them).")
   try:
     node[last] = value
   except (TypeError, ValueError) as e:
@@ -95,7 +95,7 @@ def set_field(config, dotted: str, value) -> None:
 
 def build_configs(get_config, grid: list[dict], fixed: dict) -> list:
   """[(overrides, config)] of the grid, every config validated: SweepError (one line) first."""
-  from sharp_dirs import config as config_lib  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import config as config_lib  # pylint: disable=g-import-not-at-top
   out = []
   for overrides in grid:
     config = get_config()
@@ -112,9 +112,9 @@ def build_configs(get_config, grid: list[dict], fixed: dict) -> list:
 def run_grid(runs: list, workdir: str, *, allow_changes: bool = False) -> list[str]:
   """Trains each (overrides, config) of ``runs`` in ``<workdir>/<run name>``, one after the
   other; returns one line per run that could not run (the others go on)."""
-  from sharp_dirs import config as config_lib  # pylint: disable=g-import-not-at-top
-  from sharp_dirs import rundir  # pylint: disable=g-import-not-at-top
-  from sharp_dirs import train  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import config as config_lib  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import rundir  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import train  # pylint: disable=g-import-not-at-top
   failures, started, trained = [], time.perf_counter(), 0
   for i, (overrides, config) in enumerate(runs):
     run_dir = os.path.join(workdir, run_name(overrides))
@@ -180,7 +180,7 @@ def main(argv):
   except SweepError as e:
     sys.exit(f"Bad sweep: {e}")
   except Exception as e:  # pylint: disable=broad-except  (an error inside the config module)
-    from sharp_dirs import config as config_lib  # pylint: disable=g-import-not-at-top
+    from sharp_dirs.engine import config as config_lib  # pylint: disable=g-import-not-at-top
     if not isinstance(e, config_lib.ConfigError):
       raise
     sys.exit(f"Bad config: {e}")

@@ -4,15 +4,15 @@ r"""Launches one experiment: ``train_and_evaluate(config, workdir)`` from a conf
   python experiments/train.py --config=configs/nsgd.py --workdir=runs/nsgd \
       --config.nsgd.gamma=0.01 --config.seed=1
 
-``--config.a.b=value`` overrides any field (see sharp_dirs/config.py for all of them); a dict
+``--config.a.b=value`` overrides any field (see sharp_dirs/engine/config.py for all of them); a dict
 field takes new keys as a dict literal (``--config.optimizer.kwargs="{'b1': 0.95}"``). A run
 directory that already holds checkpoints is resumed, with the config it was started with: another
 config is refused, naming the fields that differ (``--allow_changes`` lets a resumed run take
-more epochs or other logging/checkpointing frequencies, ``sharp_dirs.rundir.RESUMABLE_CHANGES``).
+more epochs or other logging/checkpointing frequencies, ``sharp_dirs.engine.rundir.RESUMABLE_CHANGES``).
 One process writes a run directory at a time (``<workdir>/.lock``).
 
 Devices: the run uses a mesh over all devices (``--config.mesh.data=-1``, the default; batches
-split over them, see ``sharp_dirs.distributed``). Multi-host: start the same command on every
+split over them, see ``sharp_dirs.engine.distributed``). Multi-host: start the same command on every
 host with ``jax.distributed``'s coordinates, or ``--distributed`` on a cluster jax detects
 (SLURM, Open MPI, Cloud TPU, GKE); every host writes to the same (shared) workdir, only process
 0 writes logs:
@@ -31,9 +31,9 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from sharp_dirs import cli
-from sharp_dirs import distributed
-from sharp_dirs import train
+from sharp_dirs.engine import cli
+from sharp_dirs.engine import distributed
+from sharp_dirs.engine import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).",
                                           lock_config=True)
@@ -47,7 +47,7 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: this process's id, from 0.")
 _ALLOW_CHANGES = flags.DEFINE_bool(
     "allow_changes", False, "Resuming: accept a config that differs from the run's in "
-    "sharp_dirs.rundir.RESUMABLE_CHANGES (num_epochs, log/checkpoint frequencies).")
+    "sharp_dirs.engine.rundir.RESUMABLE_CHANGES (num_epochs, log/checkpoint frequencies).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-host with auto-detected coordinates (jax.distributed.initialize"
     "() on SLURM, Open MPI, Cloud TPU, GKE).")

@@ -1,6 +1,6 @@
 r"""The paper's analyses of the sharpest directions, as pure functions of the loss and the point.
 
-The boundary is ``loss_fn(params, batch) -> scalar`` on pytrees (as in ``sharp_dirs.hessian``).
+The boundary is ``loss_fn(params, batch) -> scalar`` on pytrees (as in ``sharp_dirs.curvature.hessian``).
 ``batches`` are stacked pytrees with leaves ``[num_batches, batch_size, ...]``; the loss on an
 "eval set" is the mean of its per-batch losses, L(θ) = (1/B) Σ_b loss_fn(θ, batch_b), computed
 one batch at a time. ``eigvecs`` are stacked directions e_1..e_k, leaves ``[k, *leaf.shape]``
@@ -36,9 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sharp_dirs import conv_layout
-from sharp_dirs import hessian
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import conv_layout
+from sharp_dirs.curvature import hessian
+from sharp_dirs.curvature import tree_math as tm
 from sharp_dirs.types import LossFn, PyTree
 
 STATIC = ("loss_fn", "chunk_size")

@@ -46,9 +46,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sharp_dirs import conv_layout
-from sharp_dirs import krylov
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import conv_layout
+from sharp_dirs.curvature import krylov
+from sharp_dirs.curvature import tree_math as tm
 from sharp_dirs.types import PyTree
 
 RULES = ("constant", "remove", "only_top", "random", "stability")
@@ -284,7 +284,7 @@ def _make_nudge(num_directions, *, gamma, rule, refresh_every, burnin_steps, num
                        params)
 
     # On CPU the gradient's convolutions are made canonical first: XLA leaves them slow inside
-    # this lax.cond and the Lanczos loop (see sharp_dirs.conv_layout).
+    # this lax.cond and the Lanczos loop (see sharp_dirs.curvature.conv_layout).
     grad_fn = conv_layout.grad(obj_fn)
 
     def matvec(v):

@@ -16,10 +16,10 @@ import jax
 import numpy as np
 
 from conftest import set_field
-from sharp_dirs import config as config_lib
-from sharp_dirs import distributed
-from sharp_dirs import metrics_io
-from sharp_dirs import train
+from sharp_dirs.engine import config as config_lib
+from sharp_dirs.engine import distributed
+from sharp_dirs.engine import metrics_io
+from sharp_dirs.engine import train
 from test_train import load_config, shrink
 
 # Each case: (config module, variant, overrides); tiny: 4 steps of 64, tracking at 0 and 4.
@@ -103,7 +103,7 @@ def hlo(workdir: str):
   an in-step NSGD refresh (its HVPs) on a data mesh (4) and on a data × model mesh (2 × 2); the
   tracker's solve on the data mesh; and, as a control, the train step fed a replicated batch
   (what a silent gather onto every device compiles to)."""
-  from sharp_dirs import tracking  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import tracking  # pylint: disable=g-import-not-at-top
   out = {}
   for name, mesh in (("data", MESHES["auto"]), ("model", MESHES["model"])):
     c = case_config("nsgd_in_step", **mesh)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from sharp_dirs import hessian
+from sharp_dirs.curvature import hessian
 from conftest import mlp_problem
 
 

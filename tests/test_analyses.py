@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sharp_dirs import analyses
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import tree_math as tm
 from conftest import dense_hessian, flat, matrix_with_spectrum, mlp_problem
 
 SPECTRUM = np.array([10.0, 4.0, 2.0, 1.0, 0.5, 0.2, 0.1, 0.05])

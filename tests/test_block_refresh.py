@@ -1,4 +1,4 @@
-"""The block refresh (krylov.block_refresh, hessian_top_k(method="block"), the tracker's
+"""The block refresh (block_refresh.block_refresh, hessian_top_k(method="block"), the tracker's
 warm_method="block") against known spectra, a dense Hessian and the Lanczos solve."""
 
 import jax
@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_dirs import hessian
-from sharp_dirs import krylov
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import block_refresh
+from sharp_dirs.curvature import hessian
+from sharp_dirs.curvature import krylov
+from sharp_dirs.curvature import tree_math as tm
 from conftest import dense_hessian, flat, matrix_with_spectrum, mlp_problem, split_matvec
 
 # Outliers over a bulk, as a network's Hessian: the top 7 (k = 5 and 2 guards) are separated.
@@ -41,7 +42,7 @@ def _rows(tree, k):
 @pytest.mark.parametrize("noise", [1e-3, 0.1, 0.5])
 def test_block_refresh_finds_the_top_k_from_a_perturbed_eigenbasis(x64, noise):
   h, q, matvec, _ = _problem()
-  pairs = jax.jit(lambda blk: krylov.block_refresh(
+  pairs = jax.jit(lambda blk: block_refresh.block_refresh(
       jax.vmap(matvec), blk, 5, tol=1e-8, max_block_steps=12))(_block(_perturbed(q, range(7),
                                                                                   noise)))
   np.testing.assert_allclose(pairs.eigvals, TOP[:5], rtol=1e-9)
@@ -57,7 +58,7 @@ def test_an_accurate_start_block_converges_in_one_block_step(x64):
   """With the eigenvectors known to 1e-4, one block of 7 HVPs meets tol=1e-3, where a cold
   Lanczos solve needs about 3k + 5 HVPs: the refresh uses its start."""
   _, q, matvec, like = _problem()
-  pairs = krylov.block_refresh(jax.vmap(matvec), _block(_perturbed(q, range(7), 1e-4)), 5,
+  pairs = block_refresh.block_refresh(jax.vmap(matvec), _block(_perturbed(q, range(7), 1e-4)), 5,
                                tol=1e-3)
   cold = krylov.top_k_eigenpairs(matvec, tm.normal_like(jax.random.PRNGKey(0), like), 5, 60,
                                  tol=1e-3)
@@ -73,7 +74,7 @@ def test_a_direction_new_to_the_top_k_is_found_not_missed(x64):
   init = krylov.Eigenpairs(jnp.asarray(TOP[1:6]), _block(prev), jnp.zeros(5), jnp.int32(0))
   block = hessian.start_block(init, jax.random.PRNGKey(3), like, 7)
   assert np.abs(_rows(block, 7)[:5] @ q[:, 0]).max() < 0.01
-  pairs = krylov.block_refresh(jax.vmap(matvec), block, 5, tol=1e-3, max_block_steps=10)
+  pairs = block_refresh.block_refresh(jax.vmap(matvec), block, 5, tol=1e-3, max_block_steps=10)
   np.testing.assert_allclose(pairs.eigvals, TOP[:5], rtol=1e-4)
 
 
@@ -82,10 +83,10 @@ def test_the_fallback_to_lanczos_when_the_block_does_not_converge(x64):
   start = _block(_perturbed(q, range(7), 0.5))
   # One block step cannot reach tol=1e-8 from 0.5 noise: without a fallback the Ritz pairs
   # come back with their true (large) residuals...
-  rough = krylov.block_refresh(jax.vmap(matvec), start, 5, tol=1e-8, max_block_steps=1)
+  rough = block_refresh.block_refresh(jax.vmap(matvec), start, 5, tol=1e-8, max_block_steps=1)
   assert int(rough.num_matvecs) == 7 and np.max(rough.residuals / TOP[:5]) > 1e-8
   # ... and with one, Lanczos finishes the job: right eigenvalues, its HVPs added to the 7.
-  pairs = jax.jit(lambda blk: krylov.block_refresh(
+  pairs = jax.jit(lambda blk: block_refresh.block_refresh(
       jax.vmap(matvec), blk, 5, tol=1e-8, max_block_steps=1, matvec=matvec, fallback_steps=60,
       key=jax.random.PRNGKey(0)))(start)
   np.testing.assert_allclose(pairs.eigvals, TOP[:5], rtol=1e-9)
@@ -100,7 +101,7 @@ def test_rank_deficient_start_and_a_block_that_exhausts_the_space(x64):
   h, q = matrix_with_spectrum(eigvals, 2)
   matvec, _ = split_matvec(h)
   rows = np.stack([q[:, 0]] * 3 + [np.zeros(12)] * 4)
-  pairs = krylov.block_refresh(jax.vmap(matvec), _block(rows), 5, tol=1e-12, max_block_steps=4)
+  pairs = block_refresh.block_refresh(jax.vmap(matvec), _block(rows), 5, tol=1e-12, max_block_steps=4)
   np.testing.assert_allclose(pairs.eigvals, eigvals[:5], atol=1e-10)
   assert int(pairs.num_matvecs) <= 28
 
@@ -129,7 +130,7 @@ def test_block_magnitude_finds_a_negative_outlier(x64):
   h, q = matrix_with_spectrum(eigvals, 1)
   matvec, _ = split_matvec(h)
   order = np.argsort(-np.abs(eigvals))
-  pairs = krylov.block_refresh(jax.vmap(matvec), _block(_perturbed(q[:, order], range(5), 0.2)),
+  pairs = block_refresh.block_refresh(jax.vmap(matvec), _block(_perturbed(q[:, order], range(5), 0.2)),
                                3, tol=1e-8, which="magnitude", max_block_steps=12)
   np.testing.assert_allclose(pairs.eigvals, [9.0, -7.0, -12.0], rtol=1e-9)
 
@@ -155,11 +156,11 @@ def test_bad_block_arguments_are_named():
   _, _, matvec, like = _problem()
   start = _block(np.ones((7, 120)))
   with pytest.raises(ValueError, match="k \\+ num_guard = 7 <= b"):
-    krylov.block_refresh(jax.vmap(matvec), _block(np.ones((6, 120))), 5, tol=1e-3)
+    block_refresh.block_refresh(jax.vmap(matvec), _block(np.ones((6, 120))), 5, tol=1e-3)
   with pytest.raises(ValueError, match="needs tol"):
-    krylov.block_refresh(jax.vmap(matvec), start, 5, tol=None)
+    block_refresh.block_refresh(jax.vmap(matvec), start, 5, tol=None)
   with pytest.raises(ValueError, match="which"):
-    krylov.block_refresh(jax.vmap(matvec), start, 5, tol=1e-3, which="smallest")
+    block_refresh.block_refresh(jax.vmap(matvec), start, 5, tol=1e-3, which="smallest")
   params, batches, loss_fn = mlp_problem(dtype=jnp.float32)
   call = lambda **kw: hessian.hessian_top_k(loss_fn, params, batches, jax.random.PRNGKey(0),  # noqa
                                             k=2, num_lanczos_steps=8, **kw)
@@ -174,9 +175,9 @@ def test_bad_block_arguments_are_named():
 def test_tracker_block_warm_path_matches_the_lanczos_one(tmp_path):
   """Two tracker evaluations (cold, then warm after the parameters moved) with
   warm_method='block' and 'lanczos': the same eigenvalues, which are the dense Hessian's."""
-  from sharp_dirs import config as config_lib
-  from sharp_dirs import tracking
-  from sharp_dirs import train
+  from sharp_dirs.engine import config as config_lib
+  from sharp_dirs.engine import tracking
+  from sharp_dirs.engine import train
   c = config_lib.default_config()
   c.model, c.num_train_examples, c.batch_size = "mlp", 256, 64
   c.model_kwargs = config_lib.ConfigDict({"hidden": (2,)})  # 1,600 parameters
@@ -207,7 +208,7 @@ def test_tracker_block_warm_path_matches_the_lanczos_one(tmp_path):
 
 
 def test_bad_warm_method_is_named():
-  from sharp_dirs import config as config_lib
+  from sharp_dirs.engine import config as config_lib
   c = config_lib.default_config()
   assert c.tracking.warm_method == "lanczos"  # the measured faster one (bench/RESULTS.md)
   c.tracking.warm_method = "subspace"

@@ -14,9 +14,9 @@ import pytest
 from jax import lax
 
 import sharp_dirs
-from sharp_dirs import conv_layout
-from sharp_dirs import hessian
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import conv_layout
+from sharp_dirs.curvature import hessian
+from sharp_dirs.curvature import tree_math as tm
 from conftest import CANONICAL_2D, conv_layouts, dense_hessian, flat
 
 

@@ -1,4 +1,4 @@
-"""The engine on a device mesh (sharp_dirs.distributed): the same results as on one device, the
+"""The engine on a device mesh (sharp_dirs.engine.distributed): the same results as on one device, the
 work split per device in the compiled programs, two processes like one, bad meshes rejected.
 
 The mesh tests run in fresh processes with ``--xla_force_host_platform_device_count`` (set
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from conftest import set_field
-from sharp_dirs import config as config_lib
-from sharp_dirs import metrics_io
-from sharp_dirs import train
+from sharp_dirs.engine import config as config_lib
+from sharp_dirs.engine import metrics_io
+from sharp_dirs.engine import train
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -10,9 +10,9 @@ from matplotlib import colors as mcolors
 import numpy as np
 import pytest
 
-from sharp_dirs import config as config_lib
-from sharp_dirs import figures
-from sharp_dirs import metrics_io
+from sharp_dirs.engine import config as config_lib
+from sharp_dirs.report import figures
+from sharp_dirs.engine import metrics_io
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "figures.py"
 SPE = 8  # steps per epoch of the synthetic runs
@@ -281,7 +281,7 @@ def test_cross_sections_coloured_by_lambda_1_and_clipped(analysis_run):
 
 
 def test_spectral_density_equals_the_library_smoothing(analysis_run):
-  from sharp_dirs import spectral  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.curvature import spectral  # pylint: disable=g-import-not-at-top
   fig = figures.spectral_density(analysis_run, num_curves=3)
   entries = analysis_run.arrays("spectral_density")
   chosen = [entries[0], entries[len(entries) // 2], entries[-1]]

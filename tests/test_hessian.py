@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_dirs import hessian
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import hessian
+from sharp_dirs.curvature import tree_math as tm
 from conftest import dense_hessian, flat, mlp_problem
 
 

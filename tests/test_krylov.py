@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg
 
-from sharp_dirs import krylov
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import krylov
+from sharp_dirs.curvature import tree_math as tm
 from conftest import flat, matrix_with_spectrum, split_matvec
 
 SPECTRA = {

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import sharp_dirs
-from sharp_dirs import krylov
+from sharp_dirs.curvature import krylov
 from sharp_dirs import nudge
 
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_dirs import spectral
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import spectral
+from sharp_dirs.curvature import tree_math as tm
 from conftest import flat, matrix_with_spectrum, split_matvec
 
 SPECTRUM = np.concatenate([[20.0, -6.0, 5.0], np.linspace(-1, 2, 37)])

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from sharp_dirs import tensorboard as tb
+from sharp_dirs.engine import tensorboard as tb
 
 
 def _f32(x):

@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sharp_dirs import config as config_lib
-from sharp_dirs import metrics_io
-from sharp_dirs import tracking
-from sharp_dirs import train
+from sharp_dirs.engine import config as config_lib
+from sharp_dirs.engine import metrics_io
+from sharp_dirs.engine import tracking
+from sharp_dirs.engine import train
 from conftest import CANONICAL_2D, conv_layouts, set_field
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -135,7 +135,7 @@ def test_tracked_eigenvalues_match_a_dense_solve_on_the_same_sample(tmp_path):
   run_data = train.load_run_data(c)
   model, params, model_state = train.build_model(c, jax.tree.map(lambda x: x[:2],
                                                                  run_data.train))
-  from sharp_dirs import tracking
+  from sharp_dirs.engine import tracking
   tracker = tracking.Tracker(c, model, run_data)
   sample = tracker.sample(0, c.tracking.num_examples, c.tracking.batch_size)
   loss_fn = tracking.curvature_loss_fn(model, model_state, c.l2)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-from sharp_dirs import conv_layout
+from sharp_dirs.curvature import conv_layout
 
 CONV_IMPLS = ("auto", "xla", "im2col", "im2col_full")
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import tree_math as tm
 from sharp_dirs.types import PyTree
 Batch = Mapping[str, jax.Array]
 LossFn = Callable[[PyTree, Batch], jax.Array]

@@ -12,8 +12,8 @@ import sys
 
 from absl import flags
 
-from sharp_dirs import config as config_lib
-from sharp_dirs import rundir
+from sharp_dirs.engine import config as config_lib
+from sharp_dirs.engine import rundir
 
 DICT_FIELDS = ("model_kwargs", "optimizer.kwargs")
 
@@ -35,7 +35,7 @@ def describe_flag_error(e: BaseException, argv: list) -> str:
       culprits = [a.split("=")[0] for a in _config_overrides(argv)
                   if key in a.split("=")[0].split(".")]
       flag = culprits[0] if culprits else f"--config...{key}"
-    message = (f"{flag}: the config has no field {key!r} (sharp_dirs/config.py lists every "
+    message = (f"{flag}: the config has no field {key!r} (sharp_dirs/engine/config.py lists every "
                "field; check the spelling)")
     parent = flag[len("--config."):].rpartition(".")[0]
     if parent in DICT_FIELDS:

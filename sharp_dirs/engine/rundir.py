@@ -22,7 +22,7 @@ import os
 import socket
 from typing import Any, Optional
 
-from sharp_dirs import config as config_lib
+from sharp_dirs.engine import config as config_lib
 
 LOCK = ".lock"
 CONFIG = "config.json"

@@ -1,6 +1,6 @@
 r"""The paper's claims judged from run directories: a statistic, its uncertainty, a verdict.
 
-Each ``claim_*`` function reads only logged runs (``sharp_dirs.metrics_io.Run``) and returns a
+Each ``claim_*`` function reads only logged runs (``sharp_dirs.engine.metrics_io.Run``) and returns a
 ``Verdict``: ``holds`` when every condition holds, ``fails`` when one is contradicted by the runs
 beyond their noise, ``inconclusive`` when one cannot be judged (too few runs or evaluations, or a
 difference within the noise). Every condition is named with its numbers, so a reader sees which
@@ -34,8 +34,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from sharp_dirs import figures
-from sharp_dirs.metrics_io import Run
+from sharp_dirs.report import figures
+from sharp_dirs.engine.metrics_io import Run
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
 LAMBDA_1 = "hessian/lambda_1"

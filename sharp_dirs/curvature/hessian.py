@@ -23,9 +23,10 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from sharp_dirs import conv_layout
-from sharp_dirs import krylov as lz
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import block_refresh
+from sharp_dirs.curvature import conv_layout
+from sharp_dirs.curvature import krylov as lz
+from sharp_dirs.curvature import tree_math as tm
 from sharp_dirs.types import LossFn, PyTree
 
 METHODS = ("lanczos", "block")
@@ -176,7 +177,7 @@ def gnvp(predict_fn: Callable[[PyTree, PyTree], jax.Array],
 
 def start_block(init: Optional[lz.Eigenpairs], key: jax.Array, params: PyTree,
                 size: int) -> PyTree:
-  """``size`` start vectors for ``krylov.block_refresh``: init's eigenvectors first (at most
+  """``size`` start vectors for ``block_refresh.block_refresh``: init's eigenvectors first (at most
   ``size``), then standard normal draws; leaves ``[size, *leaf.shape]`` in params' dtypes."""
   have = 0 if init is None else min(init.eigvals.shape[0], size)
   if have < size:
@@ -201,7 +202,7 @@ def _hessian_top_k(loss_fn, params, batches, key, init, *, k, num_lanczos_steps,
   if method == "block":
     block_key, noise_key = jax.random.split(key)
     block = start_block(init, block_key, params, block_size or k + num_guard)
-    return _nan_unless_finite(lz.block_refresh(
+    return _nan_unless_finite(block_refresh.block_refresh(
         jax.vmap(matvec), block, k, tol=tol, num_guard=num_guard,
         max_block_steps=max_block_steps, which=which, matvec=matvec,
         fallback_steps=num_lanczos_steps, key=noise_key), loss_fn, params, batches)
@@ -261,7 +262,7 @@ def hessian_top_k(loss_fn: LossFn, params: PyTree, batches: PyTree, key: jax.Arr
       CPU kernels, which XLA skips inside the Lanczos loop (None: when the default backend is
       CPU; False keeps XLA's own; see ``conv_layout``). Same results.
     method: "lanczos" (single-vector Lanczos from a random or, with ``init``, a warm start
-      vector) or "block" (``krylov.block_refresh``: Rayleigh–Ritz on a block Krylov space
+      vector) or "block" (``block_refresh.block_refresh``: Rayleigh–Ritz on a block Krylov space
       seeded with ``init``'s eigenvectors, filled with random vectors up to ``block_size``,
       its HVPs run as one vmapped batch over one linearization when ``linearize``; needs
       ``tol``; falls back to Lanczos with at most ``num_lanczos_steps`` HVPs when the block

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sharp_dirs import krylov
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import krylov
+from sharp_dirs.curvature import tree_math as tm
 from sharp_dirs.types import MatVec, PyTree
 
 

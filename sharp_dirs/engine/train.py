@@ -4,14 +4,14 @@ One run trains a model of ``sharp_dirs.models`` on a dataset of ``sharp_dirs.dat
 optimizer of the config (SGD, Nudged SGD, any optax optimizer, or full-batch gradient descent),
 and along the way
 - tracks the top-k Hessian eigenpairs on a fresh (augmented) sample of the training set, dense
-  early (the paper's zoom) and per epoch later, warm-started (``sharp_dirs.tracking``);
+  early (the paper's zoom) and per epoch later, warm-started (``sharp_dirs.engine.tracking``);
 - runs the paper's analyses at tracking evaluations when the config enables them;
 - evaluates on the train/validation/test splits, reduces the learning rate on plateaus, stops
   early, keeps the best-validation checkpoint (the NSGD table's protocol);
 - checkpoints everything needed to resume (a killed run resumed gives the same metrics);
 - stops cleanly on a non-finite loss, recording the reason and step.
-Everything is logged to a run directory (``sharp_dirs.metrics_io``). Only the engine (this module,
-``tracking``, ``distributed``) and ``sharp_dirs.config`` read a config.
+Everything is logged to a run directory (``sharp_dirs.engine.metrics_io``). Only the engine (this module,
+``tracking``, ``distributed``) and ``sharp_dirs.engine.config`` read a config.
 """
 
 import dataclasses
@@ -29,16 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sharp_dirs import checkpoint as checkpoint_lib
-from sharp_dirs import config as config_lib
-from sharp_dirs import conv_layout
-from sharp_dirs import distributed
-from sharp_dirs import krylov
-from sharp_dirs import metrics_io
+from sharp_dirs.engine import checkpoint as checkpoint_lib
+from sharp_dirs.engine import config as config_lib
+from sharp_dirs.curvature import conv_layout
+from sharp_dirs.engine import distributed
+from sharp_dirs.curvature import krylov
+from sharp_dirs.engine import metrics_io
 from sharp_dirs import nudge
-from sharp_dirs import rundir
-from sharp_dirs import tracking
-from sharp_dirs import tree_math as tm
+from sharp_dirs.engine import rundir
+from sharp_dirs.engine import tracking
+from sharp_dirs.curvature import tree_math as tm
 from sharp_dirs.models import loss as model_loss
 from sharp_dirs.models import registry
 
@@ -350,7 +350,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
   when the latest is damaged), holding ``workdir``'s lock (``rundir.RunLock``) throughout.
 
   Args:
-    config: a ``sharp_dirs.config.default_config()``-shaped ConfigDict (see configs/).
+    config: a ``sharp_dirs.engine.config.default_config()``-shaped ConfigDict (see configs/).
     workdir: the run directory.
     stop_at_step: stop (as if killed) once this many steps are done, without a final
       checkpoint: for tests and for splitting a run into jobs.
@@ -489,7 +489,7 @@ def _train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = N
                     "pairs": pairs if pairs is not None else tree["pairs"],
                     "new_directions": (new_directions if new_directions is not None
                                        else tree["new_directions"])})
-      if best_due is not None:  # after the latest: see sharp_dirs.checkpoint
+      if best_due is not None:  # after the latest: see sharp_dirs.engine.checkpoint
         checkpoints.save_best(best_due[0], {"params": state.params,
                                             "model_state": state.model_state}, best_due[1])
         best_due = None

@@ -8,7 +8,7 @@ At each tracking evaluation (scheduled by ``train.Schedule``) the ``Tracker``
 2. computes the top-k eigenpairs of the Hessian of the mean loss over it (inference mode, with
    the L2 term) by Lanczos on the dataset HVP, warm-started from the previous eigenvectors
    (one compiled program serves cold and warm starts; ``tracking.warm_method="block"`` refreshes
-   by ``krylov.block_refresh`` instead);
+   by ``block_refresh.block_refresh`` instead);
 3. logs λ_1..λ_k, relative residuals, the HVPs and seconds spent, η·λ_1 against the stability
    threshold 2(1+m) of SGD with momentum m on a quadratic (the edge-of-stability view), the
    fraction of a minibatch gradient's and of the sample gradient's squared norm inside the
@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from sharp_dirs import analyses
-from sharp_dirs import hessian
-from sharp_dirs import krylov
-from sharp_dirs import spectral
-from sharp_dirs import tree_math as tm
+from sharp_dirs.curvature import block_refresh
+from sharp_dirs.curvature import hessian
+from sharp_dirs.curvature import krylov
+from sharp_dirs.curvature import spectral
+from sharp_dirs.curvature import tree_math as tm
 from sharp_dirs.models import loss as model_loss
 
 PyTree = Any
@@ -58,7 +59,7 @@ class Tracker:
   """The top-k eigenpairs along a run (see the module docstring); ``previous`` warm-starts."""
 
   def __init__(self, config, model, run_data, placement=None):
-    """``placement``: a ``sharp_dirs.distributed.Placement`` to run on a mesh (None: one device);
+    """``placement``: a ``sharp_dirs.engine.distributed.Placement`` to run on a mesh (None: one device);
     samples are then split over its data axis, eigenvectors placed like the parameters."""
     self.config = config
     self.run_data = run_data
@@ -85,7 +86,7 @@ class Tracker:
       lanczos = lambda v0: krylov.top_k_eigenpairs(  # noqa: E731
           matvec, v0, t.k, t.num_lanczos_steps, which=t.which, tol=t.tol or None)
       if t.get("warm_method", "lanczos") == "block":  # warm: block refresh; cold: Lanczos
-        pairs = jax.lax.cond(warm, lambda: krylov.block_refresh(
+        pairs = jax.lax.cond(warm, lambda: block_refresh.block_refresh(
             jax.vmap(matvec), hessian.start_block(init, noise_key, params, t.k + 2), t.k,
             tol=t.tol, which=t.which, matvec=matvec, fallback_steps=t.num_lanczos_steps,
             key=noise_key), lambda: lanczos(tm.normal_like(start_key, params)))

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from sharp_dirs import rundir
+from sharp_dirs.engine import rundir
 
 PyTree = Any
 logger = logging.getLogger(__name__)

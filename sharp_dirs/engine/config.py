@@ -181,7 +181,7 @@ def default_config() -> ConfigDict:
   c.plateau = ConfigDict(dict(enabled=False, patience=100, factor=0.1))  # on valid loss
   c.early_stopping = ConfigDict(dict(enabled=False, patience=200))  # on valid accuracy
 
-  # Devices (sharp_dirs.distributed): a ('data', 'model') mesh over all devices of all
+  # Devices (sharp_dirs.engine.distributed): a ('data', 'model') mesh over all devices of all
   # processes. Batches and Hessian samples are split over 'data'; parameters and Krylov vectors
   # are replicated, or split over 'model' when model > 1. data * model = 1: no mesh.
   c.mesh = ConfigDict()

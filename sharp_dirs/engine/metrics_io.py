@@ -9,8 +9,8 @@ A run directory holds
   spectral densities), one file per step;
 - ``tensorboard/``: event files of every finite numeric scalar, for ``tensorboard --logdir``;
 - ``status.json``: how the run ended (``finished``, ``diverged``, ``early_stopped``) and why;
-- ``checkpoints/``, ``best/``, ``.lock``, ``config_changes.jsonl``: see ``sharp_dirs.checkpoint``
-  and ``sharp_dirs.rundir``.
+- ``checkpoints/``, ``best/``, ``.lock``, ``config_changes.jsonl``: see ``sharp_dirs.engine.checkpoint``
+  and ``sharp_dirs.engine.rundir``.
 
 Rows are never dropped in silence: a run that starts over in a directory with rows moves them
 to ``metrics.jsonl.<time>.bak`` (``arrays/`` and ``tensorboard/`` likewise); a resumed run drops
@@ -35,7 +35,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from sharp_dirs import tensorboard
+from sharp_dirs.engine import tensorboard
 
 METRICS = "metrics.jsonl"
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 import numpy as np
 
-from sharp_dirs.metrics_io import Run
+from sharp_dirs.engine.metrics_io import Run
 
 LR, BS = "optimizer.learning_rate", "batch_size"
 LAMBDA_1, LAMBDA_2 = "hessian/lambda_1", "hessian/lambda_2"
@@ -100,7 +100,7 @@ def _thousands(n: int) -> str:
 def describe(runs: Sequence[Run]) -> str:
   """"MLP, Fashion-MNIST (10k), CPU scale": model, data (subset size) and scale of the runs.
 
-  The scale is the config's ``scale`` ("cpu" from ``sharp_dirs.config.cpu_scale``, else
+  The scale is the config's ``scale`` ("cpu" from ``sharp_dirs.engine.config.cpu_scale``, else
   "paper"); runs logged before that field existed count the MLP as CPU scale.
   """
   parts = []

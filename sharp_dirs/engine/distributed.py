@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
-from sharp_dirs import config as config_lib
+from sharp_dirs.engine import config as config_lib
 
 PyTree = Any
 AXES = ("data", "model")
