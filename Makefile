@@ -50,12 +50,12 @@ figures: install
 	$(SWEEP) --config=configs/sharp_analysis.py:cpu --workdir=$(CPU_RUNS)/sharp_analysis --sweep=seed=0
 	$(SWEEP) --config=configs/alignment.py:cpu --workdir=$(CPU_RUNS)/alignment
 	$(SWEEP) --config=configs/rescaling.py:cpu --workdir=$(CPU_RUNS)/rescaling \
-	  --set=init_from=$(ETA_003) --set=init_from_epoch=6
+	  --config.init_from=$(ETA_003) --config.init_from_epoch=6
 	$(SWEEP) --config=configs/nsgd.py:cpu --workdir=$(CPU_RUNS)/nsgd
 	$(SWEEP) --config=configs/edge_of_stability.py:cpu --workdir=$(CPU_RUNS)/edge_of_stability
 	$(SWEEP) --config=configs/general_shape.py:cpu --workdir=$(CPU_RUNS)/spectral_density \
-	  --set=tracking.zoom_epochs=0.0 --set=tracking.k=5 --set=analyses.spectral_density.enabled=True \
-	  --set=analyses.spectral_density.every=2 --set=analyses.spectral_density.num_steps=60 --sweep=seed=0
+	  --config.tracking.zoom_epochs=0.0 --config.tracking.k=5 --config.analyses.spectral_density.enabled=True \
+	  --config.analyses.spectral_density.every=2 --config.analyses.spectral_density.num_steps=60 --sweep=seed=0
 	$(FIGURE) --figure=noise_grid --runs=$(CPU_RUNS)/noise_grid
 	$(FIGURE) --figure=general_shape --runs=$(CPU_RUNS)/general_shape
 	$(FIGURE) --figure=step_loss_change --runs=$(CPU_RUNS)/sharp_analysis

@@ -1,4 +1,4 @@
-r"""Runs a grid of one config: every combination of dotted overrides, one after another.
+r"""Runs a grid of one config: every combination of the sweep axes, one run after another.
 
   python experiments/sweep.py --config=configs/noise_grid.py:cpu --workdir=runs/grid_cpu
   python experiments/sweep.py --config=configs/nsgd.py:cpu --workdir=runs/nsgd_cpu \
@@ -6,17 +6,21 @@ r"""Runs a grid of one config: every combination of dotted overrides, one after 
   python experiments/sweep.py --config=configs/nsgd.py --workdir=runs/nsgd \
       --sweep=nsgd.gamma=1,0.1,0.01 --print_only     # one train.py command per run (cluster)
   python experiments/sweep.py --config=configs/rescaling.py:cpu --workdir=runs/rescaling \
-      --set=init_from=runs/grid_cpu/optimizer.learning_rate=0.01   # the same for every run
+      --config.init_from=runs/grid_cpu/optimizer.learning_rate=0.01   # the same for every run
 
-Without ``--sweep`` the config module's ``get_sweep(variant)`` gives the grid (the paper's).
-Each run writes ``<workdir>/<field=value,...>``; finished runs are skipped, killed ones resume.
-Every run's config is built and validated before the first run starts (a bad value or type is
-one line); a run that cannot run (its directory locked by another process, made with another
-config, damaged beyond repair) is reported in one line and the sweep goes on to the next; the
-exit status is 1 when any run failed.
+``--config.a.b=value`` overrides a field of every run, as in experiments/train.py (ml_collections'
+``config_flags``); ``--sweep=field=v1,v2,...`` is one axis of the grid (repeat it for a
+cartesian product; values are Python literals, anything else a string). Without ``--sweep`` the
+config module's ``get_sweep(variant)`` gives the grid (the paper's). Each run writes
+``<workdir>/<field=value,...>`` (the axes only, as given); finished runs are skipped, killed ones
+resume. Every run's config is built and validated before the first run starts (a bad field,
+value or type is one line); a run that cannot run (its directory locked by another process,
+made with another config, damaged beyond repair) is reported in one line and the sweep goes on
+to the next; the exit status is 1 when any run failed.
 """
 
 import ast
+import copy
 import importlib.util
 import itertools
 import json
@@ -30,12 +34,16 @@ import traceback
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
-_CONFIG = flags.DEFINE_string("config", None, "Config file, configs/<name>.py[:variant].")
+from sharp_dirs.engine import cli
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, configs/<name>.py[:variant]; --config.a.b=value overrides a "
+    "field of every run.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs.")
 _SWEEP = flags.DEFINE_multi_string(
     "sweep", [], "field=v1,v2,... (repeat the flag for a cartesian product).")
-_SET = flags.DEFINE_multi_string("set", [], "field=value applied to every run of the grid.")
 _PRINT_ONLY = flags.DEFINE_bool("print_only", False, "Print one command per run, run nothing.")
 _ALLOW_CHANGES = flags.DEFINE_bool(
     "allow_changes", False, "Resumed runs may take the changes of "
@@ -51,7 +59,7 @@ def _value(text: str):
 
 
 class SweepError(ValueError):
-  """A bad --sweep/--set/--config: the message names the flag."""
+  """A bad --sweep axis or grid: the message names the field."""
 
 
 def parse_sweep(specs: list[str]) -> list[dict]:
@@ -70,6 +78,15 @@ def load_module(path: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def default_grid(config_file: str) -> list[dict]:
+  """The grid of ``get_sweep(variant)`` in the config module of ``path[:variant]``."""
+  path, _, variant = config_file.partition(":")
+  module = load_module(path)
+  if not hasattr(module, "get_sweep"):
+    raise SweepError(f"{path} has no get_sweep(): pass --sweep=field=v1,v2,...")
+  return module.get_sweep(variant or None)
 
 
 def run_name(overrides: dict) -> str:
@@ -93,13 +110,14 @@ def set_field(config, dotted: str, value) -> None:
                      f"{type(node[last]).__name__} values)") from None
 
 
-def build_configs(get_config, grid: list[dict], fixed: dict) -> list:
-  """[(overrides, config)] of the grid, every config validated: SweepError (one line) first."""
+def build_configs(base, grid: list[dict]) -> list:
+  """[(overrides, config)]: a copy of ``base`` per point of the grid, with the point's fields
+  set, every config validated: SweepError (one line) before any run starts."""
   from sharp_dirs.engine import config as config_lib  # pylint: disable=g-import-not-at-top
   out = []
   for overrides in grid:
-    config = get_config()
-    for k, v in {**fixed, **overrides}.items():
+    config = copy.deepcopy(base)
+    for k, v in overrides.items():
       set_field(config, k, v)
     try:
       config_lib.validate(config)
@@ -107,6 +125,18 @@ def build_configs(get_config, grid: list[dict], fixed: dict) -> list:
       raise SweepError(f"run {run_name(overrides)}: {e}") from None
     out.append((overrides, config))
   return out
+
+
+def train_commands(config_file: str, workdir: str, fixed: dict, grid: list[dict]) -> list[str]:
+  """One experiments/train.py command line per run: the --config.a.b overrides, then the axes."""
+  train_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+  lines = []
+  for overrides in grid:
+    args = [sys.executable, train_py, f"--config={config_file}",
+            f"--workdir={os.path.join(workdir, run_name(overrides))}"]
+    args += [f"--config.{k}={v}" for k, v in {**fixed, **overrides}.items()]
+    lines.append(" ".join(shlex.quote(a) for a in args))
+  return lines
 
 
 def run_grid(runs: list, workdir: str, *, allow_changes: bool = False) -> list[str]:
@@ -148,42 +178,28 @@ def run_grid(runs: list, workdir: str, *, allow_changes: bool = False) -> list[s
   return failures
 
 
+def parse_flags(argv: list) -> list:
+  """cli.parse_flags, with the fix for the ``--set`` flag this script used to take."""
+  for arg in argv[1:]:
+    if arg.startswith("--set=") or arg == "--set":
+      field = arg.partition("=")[2] or "a.b=value"
+      sys.exit(f"Bad flag: {arg}: --set is gone; write --config.{field} (as train.py).")
+  return cli.parse_flags(argv)
+
+
 def main(argv):
   if len(argv) > 1:
     sys.exit(f"Unexpected arguments: {argv[1:]}")
-  path, _, variant = _CONFIG.value.partition(":")
-  if not os.path.isfile(path):
-    sys.exit(f"--config: no such file {path!r} (the form is --config=configs/<name>.py"
-             "[:variant]).")
+  config_file = config_flags.get_config_filename(flags.FLAGS["config"])
+  fixed = dict(config_flags.get_override_values(flags.FLAGS["config"]))
   try:
-    module = load_module(path)
-    grid = parse_sweep(_SWEEP.value)
-    if not grid:
-      if not hasattr(module, "get_sweep"):
-        raise SweepError(f"{path} has no get_sweep(): pass --sweep=field=v1,v2,...")
-      grid = module.get_sweep(variant or None)
-    fixed = {}
-    for spec in _SET.value:
-      field, sep, value = spec.partition("=")
-      if not sep:
-        raise SweepError(f"--set={spec!r}: expected field=value")
-      fixed[field.strip()] = _value(value.strip())
-    if _PRINT_ONLY.value:
-      train_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
-      for overrides in grid:
-        workdir = os.path.join(_WORKDIR.value, run_name(overrides))
-        args = [sys.executable, train_py, f"--config={_CONFIG.value}", f"--workdir={workdir}"]
-        args += [f"--config.{k}={v}" for k, v in {**fixed, **overrides}.items()]
-        print(" ".join(shlex.quote(a) for a in args))
-      return
-    runs = build_configs(lambda: module.get_config(variant or None), grid, fixed)
+    grid = parse_sweep(_SWEEP.value) or default_grid(config_file)
+    runs = build_configs(_CONFIG.value, grid)
   except SweepError as e:
     sys.exit(f"Bad sweep: {e}")
-  except Exception as e:  # pylint: disable=broad-except  (an error inside the config module)
-    from sharp_dirs.engine import config as config_lib  # pylint: disable=g-import-not-at-top
-    if not isinstance(e, config_lib.ConfigError):
-      raise
-    sys.exit(f"Bad config: {e}")
+  if _PRINT_ONLY.value:
+    print("\n".join(train_commands(config_file, _WORKDIR.value, fixed, grid)))
+    return
   failures = run_grid(runs, _WORKDIR.value, allow_changes=_ALLOW_CHANGES.value)
   if failures:
     sys.exit(f"{len(failures)} of {len(runs)} runs could not run:\n" + "\n".join(failures))
@@ -192,4 +208,4 @@ def main(argv):
 if __name__ == "__main__":
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
   pylogging.getLogger("sharp_dirs").setLevel(pylogging.INFO)  # the run's progress
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

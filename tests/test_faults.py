@@ -353,7 +353,7 @@ def test_verify_without_checksums_rejects_non_finite_arrays_and_wrong_shapes():
 
 def test_the_sweep_reports_runs_that_cannot_run_and_goes_on(tmp_path, capsys):
   sweep = import_script("sweep")
-  runs = sweep.build_configs(tiny, [{"seed": 0}, {"seed": 1}], {})
+  runs = sweep.build_configs(tiny(), [{"seed": 0}, {"seed": 1}])
   other = tiny()
   other.seed = 0
   other.optimizer.learning_rate = 0.3
@@ -367,11 +367,11 @@ def test_the_sweep_reports_runs_that_cannot_run_and_goes_on(tmp_path, capsys):
   assert f"optimizer.learning_rate: 0.3 in the run, {lr!r} now" in failures[0], failures
   assert "is being written by another process" in failures[1]
   with pytest.raises(sweep.SweepError, match="config.batch_size = 'big'"):
-    sweep.build_configs(tiny, [{"batch_size": "big"}], {})
+    sweep.build_configs(tiny(), [{"batch_size": "big"}])
   with pytest.raises(sweep.SweepError, match="'nope' is not a config field"):
-    sweep.build_configs(tiny, [{"nope": 1}], {})
+    sweep.build_configs(tiny(), [{"nope": 1}])
   with pytest.raises(sweep.SweepError, match="config.optimizer.learning_rate = nan"):
-    sweep.build_configs(tiny, [{"optimizer.learning_rate": float("nan")}], {})
+    sweep.build_configs(tiny(), [{"optimizer.learning_rate": float("nan")}])
 
 
 # ------------------------------------------------------------------------------------------
