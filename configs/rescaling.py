@@ -11,7 +11,7 @@ started): rule "only_top", "only_top" with frozen directions, "remove", "constan
   python experiments/train.py --config=configs/noise_grid.py --workdir=runs/scnn_lr0.005 \
       --config.optimizer.learning_rate=0.005
   python experiments/sweep.py --config=configs/rescaling.py --workdir=runs/rescaling \
-      --sweep=init_from=runs/scnn_lr0.005     # every variant (see get_sweep)
+      --config.init_from=runs/scnn_lr0.005     # every variant (get_sweep), from that run
 
 Variants: ``normal`` (default), ``only_top``, ``constant_top``, ``remove_top``, ``top_scaled``;
 ``cpu`` (``sharp_dirs.engine.config.cpu_scale``): SimpleCNN with F = 8 from the cpu noise grid's
