@@ -12,21 +12,16 @@ from typing import Any
 
 from ml_collections import config_dict
 
+from sharp_dirs.curvature import hessian
+from sharp_dirs.curvature import krylov
+from sharp_dirs.data.names import DATASET_KINDS
+
 ConfigDict = config_dict.ConfigDict
 
 OPTIMIZERS = ("sgd", "nsgd", "adam", "adamw", "rmsprop", "adagrad", "lamb", "lion")
 NSGD_SOURCES = ("tracker", "train_batch")
-WHICH = ("largest", "magnitude")
-WARM_METHODS = ("lanczos", "block")
-# Models per dataset kind ("image", "text", "lm"); the data module says the kind of each dataset.
-MODEL_KINDS = {
-    "mlp": "image", "simple_cnn_root": "image", "simple_cnn_medium": "image",
-    "resnet32": "image", "resnet32_bn": "image", "vgg11": "image",
-    "imdb_cnn": "text", "imdb_lstm": "text", "lstm_lm": "lm",
-}
-DATASET_KINDS = {"fashion_mnist": "image", "cifar10": "image", "cifar100": "image",
-                 "imdb": "text", "austen": "lm", "ptb": "lm"}
-BN_MODELS = ("resnet32_bn", "vgg11")
+WHICH = krylov.WHICH
+WARM_METHODS = hessian.METHODS
 MESH_AXIS_TYPES = ("auto", "explicit")
 
 
@@ -141,6 +136,14 @@ def default_config() -> ConfigDict:
   c.tracking.k = 5
   c.tracking.num_lanczos_steps = 40  # the most HVPs per solve
   c.tracking.tol = 1e-3  # stop once ‖Hu − λu‖ <= tol·|λ| for all k (+ 2 guard pairs); 0 = never
+  # The sample noise of λ_i (std over fresh samples of N), estimated at every evaluation by a
+  # grouped jackknife over noise_groups groups of N/G examples (k more HVPs; logged as
+  # hessian/noise_i; sharp_dirs.engine.tracking); 0 = no estimate.
+  c.tracking.noise_groups = 8
+  # tol="auto": > 0 sets each solve's tol to this fraction of the last evaluation's relative
+  # noise min_i σ_i/|λ_i| (clamped to [1e-4, 1e-1]; tracking.tol for the first evaluation);
+  # 0 = the fixed tracking.tol. A separate field because config fields keep their type.
+  c.tracking.tol_noise_fraction = 0.0
   c.tracking.which = "largest"  # or "magnitude" (the paper's ARPACK 'LM')
   c.tracking.num_examples = 2560  # N, a fresh sample per evaluation
   c.tracking.fixed_sample = False  # True: the same N examples every evaluation (not the paper)
@@ -239,10 +242,11 @@ def validate(config: ConfigDict) -> None:
     _fail("model", config.model, f"allowed: {', '.join(registry.MODEL_NAMES)}")
   if config.dataset not in DATASET_KINDS:
     _fail("dataset", config.dataset, f"allowed: {', '.join(DATASET_KINDS)}")
-  if MODEL_KINDS[config.model] != DATASET_KINDS[config.dataset]:
-    compatible = [m for m, k in MODEL_KINDS.items() if k == DATASET_KINDS[config.dataset]]
+  model_kinds = registry.MODEL_KINDS
+  if model_kinds[config.model] != DATASET_KINDS[config.dataset]:
+    compatible = [m for m, k in model_kinds.items() if k == DATASET_KINDS[config.dataset]]
     _fail("model", config.model,
-          f"it takes {MODEL_KINDS[config.model]} data but dataset {config.dataset!r} is "
+          f"it takes {model_kinds[config.model]} data but dataset {config.dataset!r} is "
           f"{DATASET_KINDS[config.dataset]} data; models for it: {', '.join(compatible)}")
   for field in ("seed", "data_seed", "num_train_examples", "lm_num_steps", "batch_size",
                 "num_epochs", "epoch_size", "log_every_steps", "checkpoint_every_epochs",
@@ -259,10 +263,10 @@ def validate(config: ConfigDict) -> None:
   if config.optimizer.name not in OPTIMIZERS:
     _fail("optimizer.name", config.optimizer.name, f"allowed: {', '.join(OPTIMIZERS)}")
   _check_kwargs(config)
-  if config.full_batch and config.model in BN_MODELS:
+  if config.full_batch and config.model in registry.BATCH_NORM_MODELS:
     _fail("model", config.model, "full_batch=True needs a model without batch norm (ghost "
           "batch norm is not implemented); allowed: " +
-          ", ".join(m for m in MODEL_KINDS if m not in BN_MODELS))
+          ", ".join(m for m in model_kinds if m not in registry.BATCH_NORM_MODELS))
   if config.full_batch and DATASET_KINDS[config.dataset] == "lm":
     _fail("full_batch", True, "not supported for language models")
   if config.optimizer.name == "nsgd":
@@ -290,6 +294,7 @@ def validate(config: ConfigDict) -> None:
   if t.warm_method == "block" and not t.tol:
     _fail("tracking.tol", t.tol, "must be > 0 with tracking.warm_method='block' (its stop "
           "rule and its fallback to Lanczos depend on it)")
+  _validate_noise_fields(config)
   needs_tracking = [name for name, a in config.analyses.items()
                     if a.enabled and name not in ("frobenius", "spectral_density")]
   if needs_tracking and not t.enabled:
@@ -313,6 +318,33 @@ def validate(config: ConfigDict) -> None:
   if not 0 < config.plateau.factor < 1:
     _fail("plateau.factor", config.plateau.factor, "must be in (0, 1)")
   _validate_mesh_fields(config)
+
+
+def _validate_noise_fields(config: ConfigDict) -> None:
+  """tracking.noise_groups (0, or G >= 2 with a divisor of the sample in [2, G]) and
+  tracking.tol_noise_fraction (0, or in (0, 1] with a noise estimate, a tol for the first
+  solve and Lanczos refreshes)."""
+  t = config.tracking
+  groups = _check_positive(config, "tracking.noise_groups", zero_ok=True)
+  examples = -(-t.num_examples // t.batch_size) * t.batch_size
+  if groups and not any(examples % d == 0 for d in range(2, groups + 1)):
+    _fail("tracking.noise_groups", groups, f"must be 0 (no noise estimate) or >= 2 with a "
+          f"divisor in [2, {groups}] of the {examples} examples of each Hessian sample "
+          "(tracking.num_examples rounded up to whole batches; the estimate uses the largest "
+          "such divisor as its number of equal groups), e.g. 8")
+  fraction = _check_positive(config, "tracking.tol_noise_fraction", (int, float), zero_ok=True)
+  if fraction > 1:
+    _fail("tracking.tol_noise_fraction", fraction, "must be in (0, 1] (0.1: solve until the "
+          "solver's error is a tenth of the sample noise) or 0 for the fixed tracking.tol")
+  if fraction and not groups:
+    _fail("tracking.tol_noise_fraction", fraction, "tol='auto' needs the noise estimate: set "
+          "tracking.noise_groups >= 2 (e.g. 8), or tol_noise_fraction=0")
+  if fraction and not t.tol:
+    _fail("tracking.tol", t.tol, "must be > 0 with tracking.tol_noise_fraction > 0 (it is the "
+          "first evaluation's tolerance, before any noise estimate; 1e-3 is safe)")
+  if fraction and t.warm_method != "lanczos":
+    _fail("tracking.warm_method", t.warm_method, "tracking.tol_noise_fraction > 0 supports "
+          "only 'lanczos' refreshes (set tol_noise_fraction=0 for 'block')")
 
 
 def _validate_mesh_fields(config: ConfigDict, divisible: bool = True) -> None:

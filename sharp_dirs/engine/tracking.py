@@ -17,8 +17,9 @@ At each tracking evaluation (scheduled by ``train.Schedule``) the ``Tracker``
    Frobenius-norm estimates and the spectral density.
 """
 
+import math
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +32,7 @@ from sharp_dirs.curvature import krylov
 from sharp_dirs.curvature import spectral
 from sharp_dirs.curvature import tree_math as tm
 from sharp_dirs.models import loss as model_loss
-
-PyTree = Any
+from sharp_dirs.types import LossFn, PyTree
 
 # Streams of randomness derived from the run's seed: fold_in(PRNGKey(seed), stream), then step.
 SAMPLE_STREAM, LANCZOS_STREAM, ANALYSES_STREAM = 2, 3, 4
@@ -55,6 +55,100 @@ def _unit_pairs(params, k: int) -> krylov.Eigenpairs:
                            jnp.zeros([], jnp.int32))
 
 
+# ---------------------------------------------------------------------------------------------
+# The sample noise of λ_i: how much λ_i of the Hessian of N examples moves from one random
+# sample of N to another (bench/bench_sample_noise.py measures it directly; bench/RESULTS.md).
+#
+# Estimate (a grouped jackknife in the top-k Ritz subspace): split the sample into G groups of
+# N/G examples, project each group's Hessian onto the sample's top-k eigenvectors U,
+# M_g = Uᵀ H_g U (k × k; k HVPs over the sample in all), and take the eigenvalues of the
+# leave-one-group-out means M_(−g) = (G·M̄ − M_g)/(G − 1). The jackknife variance
+#     Var̂(λ_i) = (G − 1)/G · Σ_g (λ_i(M_(−g)) − mean_g λ_i(M_(−g)))²
+# estimates the variance of λ_i for N examples: its factor (G − 1) is the rescaling from the
+# groups' sizes to N under the 1/N law of a mean's variance (for G = 2 it is the split-half
+# spread std(λ_A, λ_B) = |λ_A − λ_B|/√2 of N/2 examples divided by √2). Samples drawn without
+# replacement from M examples vary less: the variance is multiplied by 1 − N/M.
+# ---------------------------------------------------------------------------------------------
+
+# tol="auto" (tracking.tol_noise_fraction > 0) clamps its tolerance to this range.
+AUTO_TOL_RANGE = (1e-4, 1e-1)
+
+
+def effective_groups(num_examples: int, requested: int) -> int:
+  """The number of jackknife groups for a sample of ``num_examples``: the largest divisor of it
+  in [2, requested] (so the groups are equal), or 0 (no estimate) when there is none."""
+  return max((d for d in range(2, requested + 1) if num_examples % d == 0), default=0)
+
+
+def split_into_groups(sample: PyTree, num_groups: int) -> PyTree:
+  """Stacked batches [B, b, ...] (N = B·b examples) as G groups [G, N/(G·s), s, ...] of N/G
+  consecutive examples each, streamed in sub-batches of s (the largest divisor of N/G <= b)."""
+  num, size = hessian.check_batches(sample)
+  n = num * size
+  if num_groups < 2 or n % num_groups:
+    raise ValueError(f"num_groups={num_groups} must be >= 2 and divide the sample's {n} "
+                     "examples (effective_groups(n, G) picks such a number).")
+  per_group = n // num_groups
+  sub = max(d for d in range(1, min(size, per_group) + 1) if per_group % d == 0)
+  return jax.tree.map(
+      lambda x: x.reshape((num_groups, per_group // sub, sub) + x.shape[2:]), sample)
+
+
+def group_rayleigh_matrices(loss_fn: LossFn, params: PyTree, groups: PyTree,
+                            eigvecs: PyTree) -> jax.Array:
+  """[G, k, k]: M_g = Uᵀ H_g U for each group g of ``split_into_groups`` and the k stacked
+  eigenvectors U (leaves [k, ...]); symmetrized. Costs k HVPs over all G groups together."""
+  def one_group(group):
+    matvec = hessian.dataset_hvp(loss_fn, params, group)
+    hu = jax.vmap(matvec)(eigvecs)  # leaves [k, ...]
+    m = jax.vmap(lambda w: tm.stack_dot(eigvecs, w))(hu)  # m[j, i] = u_iᵀ H_g u_j
+    return 0.5 * (m + m.T)
+
+  return jax.lax.map(one_group, groups)
+
+
+def jackknife_noise(matrices: jax.Array, without_replacement: float = 1.0) -> jax.Array:
+  """[k] estimated std of each λ_i (descending) over samples of N examples, from the groups'
+  [G, k, k] Rayleigh matrices (module comment above); ``without_replacement`` = 1 − N/M."""
+  g = matrices.shape[0]
+  total = jnp.sum(matrices, axis=0)
+  leave_one_out = (total[None] - matrices) / (g - 1)
+  lam = jnp.linalg.eigvalsh(leave_one_out)[:, ::-1]  # [G, k] descending
+  spread = jnp.sum((lam - jnp.mean(lam, axis=0)) ** 2, axis=0)
+  return jnp.sqrt((g - 1) / g * spread * without_replacement)
+
+
+def split_spread(matrices: jax.Array) -> jax.Array:
+  """[k] std over the G groups of the groups' own λ_i (eigenvalues of M_g): the spread of
+  λ_i over samples of N/G examples, NOT of N (biased high by √G under the 1/N law; kept to
+  show that the rescaling matters: tests/test_sample_noise.py)."""
+  lam = jnp.linalg.eigvalsh(matrices)[:, ::-1]
+  return jnp.std(lam, axis=0, ddof=1)
+
+
+def sample_noise(loss_fn: LossFn, params: PyTree, sample: PyTree, eigvecs: PyTree,
+                 num_groups: int, population: int = 0) -> jax.Array:
+  """[k] estimated std of λ_1..λ_k over fresh samples of N examples like ``sample`` (leaves
+  [B, b, ...]), given its top-k eigenvectors (leaves [k, ...]); ``population``: M, the size of
+  the set the samples are drawn from without replacement (0: infinite)."""
+  num, size = hessian.check_batches(sample)
+  fraction = 1.0 - num * size / population if population else 1.0
+  matrices = group_rayleigh_matrices(loss_fn, params, split_into_groups(sample, num_groups),
+                                     eigvecs)
+  return jackknife_noise(matrices, max(fraction, 0.0))
+
+
+def auto_tol(relative_noise: Optional[float], fraction: float, first_tol: float) -> float:
+  """The relative-residual tolerance of the next solve under tol="auto": ``fraction`` of the
+  smallest relative noise min_i σ̂_i/|λ_i| of the last evaluation, clamped to
+  ``AUTO_TOL_RANGE`` (Bauer–Fike: |λ − θ| <= ‖Hu − θu‖, so each eigenvalue's solver error is
+  then <= fraction·σ̂_i); ``first_tol`` while there is no finite estimate yet."""
+  if relative_noise is None or not math.isfinite(relative_noise):
+    return first_tol
+  low, high = AUTO_TOL_RANGE
+  return float(min(max(fraction * relative_noise, low), high))
+
+
 class Tracker:
   """The top-k eigenpairs along a run (see the module docstring); ``previous`` warm-starts."""
 
@@ -65,6 +159,7 @@ class Tracker:
     self.run_data = run_data
     self.placement = placement
     self.previous: Optional[krylov.Eigenpairs] = None
+    self.relative_noise: Optional[float] = None  # min_i σ̂_i/|λ_i| of the last evaluation
     t = config.tracking
     l2 = config.l2
     if placement is None:
@@ -73,10 +168,18 @@ class Tracker:
       jit = lambda fn: placement.jit(fn, out_shardings_fn=lambda args: placement.replicated)
       solve_jit = lambda fn: placement.jit(fn, out_shardings_fn=lambda args: (
           krylov.Eigenpairs(placement.replicated, placement.stacked_shardings(args[0]),
-                            placement.replicated, placement.replicated), placement.replicated))
+                            placement.replicated, placement.replicated), placement.replicated,
+          placement.replicated))
 
-    def solve(params, model_state, sample, key, init, warm):
-      """One program for cold (warm=False) and warm starts: compiled once per run."""
+    auto = t.get("tol_noise_fraction", 0.0) > 0
+    groups = effective_groups(-(-t.num_examples // t.batch_size) * t.batch_size,
+                              t.get("noise_groups", 0))
+    self.noise_groups = groups  # G actually used (0: no estimate)
+
+    def solve(params, model_state, sample, key, init, warm, tol, without_replacement):
+      """One program for cold (warm=False) and warm starts: compiled once per run. ``tol`` is
+      traced under tol="auto" (a new tolerance each evaluation, no recompile), else unused."""
+      tol = tol if auto else (t.tol or None)
       loss_fn = curvature_loss_fn(model, model_state, l2)
       start_key, noise_key = jax.random.split(key)
       v0 = jax.tree.map(lambda w, c: jnp.where(warm, w, c),
@@ -84,7 +187,7 @@ class Tracker:
                         tm.normal_like(start_key, params))
       matvec = hessian.dataset_hvp(loss_fn, params, sample, linearize=t.linearize)
       lanczos = lambda v0: krylov.top_k_eigenpairs(  # noqa: E731
-          matvec, v0, t.k, t.num_lanczos_steps, which=t.which, tol=t.tol or None)
+          matvec, v0, t.k, t.num_lanczos_steps, which=t.which, tol=tol)
       if t.get("warm_method", "lanczos") == "block":  # warm: block refresh; cold: Lanczos
         pairs = jax.lax.cond(warm, lambda: block_refresh.block_refresh(
             jax.vmap(matvec), hessian.start_block(init, noise_key, params, t.k + 2), t.k,
@@ -100,7 +203,12 @@ class Tracker:
                                                                           pairs.eigvecs)}
       overlap = analyses.mean_squared_principal_cosine(init.eigvecs, pairs.eigvecs)
       stats["overlap_previous"] = jnp.where(warm, overlap, jnp.nan)
-      return pairs, stats
+      noise = jnp.full([t.k], jnp.nan)
+      if groups:
+        matrices = group_rayleigh_matrices(loss_fn, params, split_into_groups(sample, groups),
+                                           pairs.eigvecs)
+        noise = jackknife_noise(matrices, without_replacement)
+      return pairs, stats, noise
 
     self._solve = solve_jit(solve)
     self._step_loss_change = jit(
@@ -156,20 +264,32 @@ class Tracker:
     sample = self.sample(step, t.num_examples, t.batch_size)
     warm = t.warm_start and self.previous is not None
     init = self.previous if warm else _unit_pairs(params, t.k)
+    tol = self.next_tol()
+    num = int(np.prod(jax.tree.leaves(sample)[0].shape[:2]))
+    population = len(next(iter(self.run_data.train.values())))
     start = time.perf_counter()
-    pairs, stats = jax.block_until_ready(self._solve(
-        params, model_state, sample, step_key(c.seed, LANCZOS_STREAM, step), init, warm))
+    pairs, stats, noise = jax.block_until_ready(self._solve(
+        params, model_state, sample, step_key(c.seed, LANCZOS_STREAM, step), init, warm,
+        jnp.float32(tol), jnp.float32(max(1.0 - num / population, 0.0))))
     seconds = time.perf_counter() - start
     lam = np.asarray(pairs.eigvals, np.float64)
     finite = bool(np.all(np.isfinite(lam)))
     self.previous = pairs if finite else None
+    noise = np.asarray(noise, np.float64)
+    groups = self.noise_groups
+    if groups and finite and np.all(np.isfinite(noise)):
+      self.relative_noise = float(np.min(noise / np.maximum(np.abs(lam), 1e-30)))
     rel = np.asarray(pairs.residuals, np.float64) / np.maximum(np.abs(lam), 1e-30)
     momentum = c.optimizer.momentum if c.optimizer.name in ("sgd", "nsgd") else 0.0
     values = {f"hessian/lambda_{i + 1}": lam[i] for i in range(t.k)}
     values.update({f"hessian/rel_residual_{i + 1}": rel[i] for i in range(t.k)})
+    if groups:  # the estimated std of λ_i over fresh samples of N (module comment)
+      values.update({f"hessian/noise_{i + 1}": noise[i] for i in range(t.k)})
+      values["hessian/noise_hvps"] = t.k
+    values["hessian/tol"] = tol
     values.update({
         "hessian/num_hvps": int(pairs.num_matvecs), "hessian/seconds": seconds,
-        "hessian/num_examples": int(np.prod(jax.tree.leaves(sample)[0].shape[:2])),
+        "hessian/num_examples": num,
         "hessian/warm": int(warm),
         "hessian/frobenius_top_k": float(np.sqrt(np.sum(lam ** 2))),
         "eos/eta_lambda_max": learning_rate * lam[0],
@@ -181,6 +301,15 @@ class Tracker:
     if finite:
       self._analyses(params, model_state, pairs, step, index, learning_rate, values, arrays)
     return pairs, values, arrays
+
+  def next_tol(self) -> float:
+    """The next solve's tolerance: tracking.tol, or under tol="auto" (tol_noise_fraction > 0)
+    that fraction of the last evaluation's relative noise (``auto_tol``)."""
+    t = self.config.tracking
+    fraction = t.get("tol_noise_fraction", 0.0)
+    if fraction > 0:
+      return auto_tol(self.relative_noise, fraction, t.tol)
+    return float(t.tol)
 
   def _analyses(self, params, model_state, pairs, step, index, lr, values, arrays) -> None:
     a, c = self.config.analyses, self.config
