@@ -13,9 +13,7 @@ time goes. Prints markdown tables.
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -23,19 +21,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from sharp_dirs import models  # noqa: E402
+import timing  # noqa: E402  # bench/timing.py
 
 IMPLS = ("xla", "im2col", "im2col_full")
-
-
-def median_ms(fn, *args, repeats: int) -> float:
-  """Median wall time in ms of fn(*args) after one warm-up (compile) call."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(1e3 * (time.perf_counter() - t0))
-  return statistics.median(times)
 
 
 def model_timings(name: str, batch: dict, repeats: int, impls=IMPLS) -> dict:
@@ -56,9 +44,9 @@ def model_timings(name: str, batch: dict, repeats: int, impls=IMPLS) -> dict:
     grad = jax.jit(grad_fn)
     hvp = jax.jit(lambda p, b, v: jax.jvp(lambda q: grad_fn(q, b), (p,), (v,))[1])
     out[impl] = {
-        "fwd": median_ms(fwd, params, batch, repeats=repeats),
-        "grad": median_ms(grad, params, batch, repeats=repeats),
-        "hvp": median_ms(hvp, params, batch, v, repeats=repeats),
+        "fwd": 1e3 * timing.median_seconds(fwd, params, batch, repeats=repeats),
+        "grad": 1e3 * timing.median_seconds(grad, params, batch, repeats=repeats),
+        "hvp": 1e3 * timing.median_seconds(hvp, params, batch, v, repeats=repeats),
     }
   return out
 
@@ -80,8 +68,9 @@ def layer_timings(name: str, batch: dict, repeats: int) -> list:
       y = fwd(params[layer], x)
       vjp = jax.jit(lambda p, x, dy: jax.vjp(apply, p, x)[1](dy))
       rows.append((f"{layer} {tuple(x.shape)}→{tuple(y.shape)}", impl,
-                   median_ms(fwd, params[layer], x, repeats=repeats),
-                   median_ms(vjp, params[layer], x, jnp.ones_like(y), repeats=repeats)))
+                   1e3 * timing.median_seconds(fwd, params[layer], x, repeats=repeats),
+                   1e3 * timing.median_seconds(vjp, params[layer], x, jnp.ones_like(y),
+                                            repeats=repeats)))
     x = jax.nn.relu(y)
     if layer in ("conv2", "conv4"):
       x = x[:, : x.shape[1] // 2 * 2, : x.shape[2] // 2 * 2]

@@ -45,6 +45,7 @@ from scipy.sparse.linalg import LinearOperator, eigsh  # noqa: E402
 
 import sharp_dirs as sd  # noqa: E402
 from sharp_dirs.curvature import krylov  # noqa: E402
+import timing  # noqa: E402  # bench/timing.py
 
 K = 5
 REL_ERR = 1e-3
@@ -52,17 +53,6 @@ REL_ERR = 1e-3
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
-
-def median_s(fn, *args, repeats: int) -> float:
-  """Median wall time (s) of fn(*args) after one warm-up call."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
 
 def rel_err(vals, ref) -> float:
   """max_i |vals_i − ref_i| / |ref_i| over the top K (both sorted descending)."""
@@ -281,7 +271,7 @@ def part1(args, ds):
           flush=True)
   hvp = sd.dataset_hvp(mlp_loss, params, batches)
   mlp_matvec = lambda x: ravel_pytree(hvp(unravel(x)))[0]  # noqa: E731
-  t = median_s(jax.jit(mlp_matvec), flat, repeats=5)
+  t = timing.median_seconds(jax.jit(mlp_matvec), flat, repeats=5)
   compare_solvers(f"MLP 784-64-64-10 ({dim:,} params), Fashion-MNIST N={args.examples}",
                   mlp_matvec, dim, ref, jax.random.key(2), max_steps=args.max_steps, rows=rows)
 
@@ -569,11 +559,13 @@ def part4(args):
   param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   times = {name: [] for name in ("grad", "jvp", "linearize", "apply", "block")}
   for _ in range(args.rounds):   # interleaved rounds: machine load hits all alike
-    times["grad"].append(median_s(grad, params, batch, repeats=args.repeats))
-    times["jvp"].append(median_s(hvp_jvp, params, batch, v, repeats=args.repeats))
-    times["linearize"].append(median_s(linearize, params, batch, repeats=args.repeats))
-    times["apply"].append(median_s(apply_lin, lin, v, repeats=args.repeats))
-    times["block"].append(median_s(block_jvp, params, batch, vs, repeats=args.repeats) / K)
+    times["grad"].append(timing.median_seconds(grad, params, batch, repeats=args.repeats))
+    times["jvp"].append(timing.median_seconds(hvp_jvp, params, batch, v, repeats=args.repeats))
+    times["linearize"].append(
+        timing.median_seconds(linearize, params, batch, repeats=args.repeats))
+    times["apply"].append(timing.median_seconds(apply_lin, lin, v, repeats=args.repeats))
+    times["block"].append(
+        timing.median_seconds(block_jvp, params, batch, vs, repeats=args.repeats) / K)
   t = {k: statistics.median(x) for k, x in times.items()}
   print(f"  per-round grad ms {[round(1e3 * x) for x in times['grad']]}, jvp "
         f"{[round(1e3 * x) for x in times['jvp']]}, apply {[round(1e3 * x) for x in times['apply']]}")

@@ -24,7 +24,6 @@ first; then ``--rounds`` interleaved rounds, minimum kept. Prints ms and the rat
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -37,6 +36,7 @@ from sharp_dirs.curvature import conv_layout  # noqa: E402
 from sharp_dirs.curvature import hessian  # noqa: E402
 from sharp_dirs.curvature import tree_math as tm  # noqa: E402
 from bench.bench_user_conv import UserSimpleCNN  # noqa: E402
+import timing  # noqa: E402  # bench/timing.py
 
 VARIANTS = {"xla": False, "rewrite": True}   # canonicalize_convs(pools=...)
 
@@ -63,12 +63,6 @@ def programs(loss_fn, params, batch, train_batch, batches, steps, pools):
           "HVP in Lanczos": (lanczos, (params, batches, v), steps)}
   return {path: (jax.jit(fn).lower(*args).compile(), args, n) for path, (fn, args, n)
           in jobs.items()}
-
-
-def seconds(exe, args) -> float:
-  start = time.perf_counter()
-  jax.block_until_ready(exe(*args))
-  return time.perf_counter() - start
 
 
 def main(argv=None):
@@ -100,12 +94,12 @@ def main(argv=None):
                              args.steps, pools) for name, pools in VARIANTS.items()}
   for jobs in compiled.values():
     for exe, call_args, _ in jobs.values():
-      seconds(exe, call_args)   # warm-up
+      timing.timed(exe, *call_args)[0]   # warm-up
   best = {(name, path): float("inf") for name, jobs in compiled.items() for path in jobs}
   for _ in range(args.rounds):
     for name, jobs in compiled.items():
       for path, (exe, call_args, hvps) in jobs.items():
-        best[name, path] = min(best[name, path], seconds(exe, call_args) / hvps)
+        best[name, path] = min(best[name, path], timing.timed(exe, *call_args)[0] / hvps)
   print(f"jax {jax.__version__}, load average {os.getloadavg()[0]:.1f}; UserSimpleCNN, "
         f"HVP batch {args.batch}, train batch {args.train_batch}, Lanczos over "
         f"{args.num_batches} batches × {args.steps} steps; min of {args.rounds} rounds")

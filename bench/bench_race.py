@@ -50,6 +50,8 @@ from sharp_dirs import data
 from sharp_dirs.curvature import hessian
 from sharp_dirs import models
 
+import timing  # bench/timing.py
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TORCH_SCRIPT = ROOT / "bench" / "bench_race_torch.py"
 DEFAULT_BENCH_PYTHON = ROOT / ".venv_bench" / "bin" / "python"
@@ -95,19 +97,13 @@ def compiled_solve(loss_fn, params, sample, key, *, k, steps, tol, linearize, nu
       compiled(params, sample, key, None))
 
 
-def timed(fn):
-  start = time.perf_counter()
-  out = fn()
-  return time.perf_counter() - start, out
-
-
 def ours(loss_fn, params, sample, key, ref, *, k, steps, tols, linearize, num_guard):
   """hessian_top_k at the largest tol reaching ACCURACY: dict of the chosen solve and all tried."""
   tried = []
   for tol in sorted(tols, reverse=True):
     compile_s, solve = compiled_solve(loss_fn, params, sample, key, k=k, steps=steps, tol=tol,
                                       linearize=linearize, num_guard=num_guard)
-    seconds, result = timed(solve)
+    seconds, result = timing.timed(solve)
     err = rel_err(np.asarray(result.eigvals), ref[:k])
     tried.append(dict(tol=tol, seconds=seconds, compile_s=compile_s,
                       hvps=int(result.num_matvecs), err=err,
@@ -272,7 +268,7 @@ def main(argv=None):
                   if is_cnn and args.cnn_eigsh_tops else tops)
     _, ref_solve = compiled_solve(loss_fn, params, sample, key, k=k_ref, steps=ref_steps,
                                   tol=None, linearize=bool(args.linearize))
-    ref_s, ref = timed(ref_solve)
+    ref_s, ref = timing.timed(ref_solve)
     ref_vals = np.asarray(ref.eigvals, np.float64)
     ref_res = np.asarray(ref.residuals) / np.abs(ref_vals)
     print(f"reference: {ref_steps} Lanczos steps ({ref_s:.1f} s), top-{k_ref} "

@@ -24,10 +24,10 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
+
+import timing  # bench/timing.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,17 +51,6 @@ def parse(argv):
   args.ns = [int(x) for x in args.num_examples.split(",")]
   args.widths = tuple(int(x) for x in args.hidden.split(","))
   return args
-
-
-def median_s(fn, repeats: int) -> float:
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def measure(args, n: int) -> list:
@@ -103,7 +92,7 @@ def measure(args, n: int) -> list:
     box["state"], metrics = step(box["state"], on_device, None)
     return metrics
 
-  rows = [(n, "train step", b, median_s(train_step, args.repeats))]
+  rows = [(n, "train step", b, timing.median_seconds(train_step, repeats=args.repeats))]
 
   loss_fn = model_loss.make_loss_fn(model, model_state, train=False)
 
@@ -121,7 +110,7 @@ def measure(args, n: int) -> list:
       fn = placement.jit(hvp, out_shardings_fn=lambda a: placement.replicated)
       args_ = (placement.put_tree(params, params), placement.put_batch(sample, 1),
                placement.put_tree(v, params))
-    rows.append((n, "HVP", nb * b, median_s(lambda: fn(*args_), args.repeats)))
+    rows.append((n, "HVP", nb * b, timing.median_seconds(fn, *args_, repeats=args.repeats)))
   return rows
 
 

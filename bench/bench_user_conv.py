@@ -33,7 +33,6 @@ import os
 import platform
 import re
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -44,6 +43,7 @@ import optax  # noqa: E402
 
 import sharp_dirs  # noqa: E402
 from sharp_dirs.curvature import tree_math as tm  # noqa: E402
+import timing  # noqa: E402  # bench/timing.py
 
 
 class UserSimpleCNN(nn.Module):
@@ -83,13 +83,6 @@ def load() -> str:
 def compiled(fn, *args):
   """The compiled executable of jit(fn) on args (compile time excluded from timings)."""
   return jax.jit(fn).lower(*args).compile()
-
-
-def run(fn):
-  """(seconds, output) of one call of fn()."""
-  t0 = time.perf_counter()
-  out = jax.block_until_ready(fn())
-  return time.perf_counter() - t0, out
 
 
 def conv_layouts(executable) -> str:
@@ -176,14 +169,14 @@ def bench_model(name: str, args) -> list:
   best = {}
   slow = [p for p in ("top_k_off",) if p in jobs]
   for path in slow:
-    run(jobs[path])
-    best[path] = run(jobs[path])[0]
+    timing.timed(jobs[path])
+    best[path] = timing.timed(jobs[path])[0]
   fast = [p for p in jobs if p not in slow]
   for path in fast:
-    run(jobs[path])
+    timing.timed(jobs[path])
   for _ in range(args.repeats):
     for path in fast:
-      best[path] = min(best.get(path, float("inf")), run(jobs[path])[0])
+      best[path] = min(best.get(path, float("inf")), timing.timed(jobs[path])[0])
 
   ref, ref_one = best["standalone"], best["standalone_one"]
   labels = {

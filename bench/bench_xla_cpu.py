@@ -22,6 +22,8 @@ import subprocess
 import statistics
 import sys
 
+import timing  # bench/timing.py
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 WORKER_IMPLS = ("xla", "im2col")
@@ -59,7 +61,7 @@ def worker(args) -> dict:
     loss_fn = models.make_loss_fn(model, state, train=False)
     solve = lambda p: sd.hessian_top_k(loss_fn, p, batches, jax.random.key(1), k=1,  # noqa: E731
                                        num_lanczos_steps=6)
-    ms = bench_conv.median_ms(solve, params, repeats=max(1, args.repeats // 2))
+    ms = 1e3 * timing.median_seconds(solve, params, repeats=max(1, args.repeats // 2))
     out[f"simple_cnn_root {impl} hessian_top_k per HVP ({n} examples)"] = ms / 6
   return out
 

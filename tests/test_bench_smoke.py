@@ -4,6 +4,7 @@ import importlib.util
 import math
 import os
 import pathlib
+import sys
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
 # Benchmarks run in subprocesses skip most XLA optimizations too (conftest.fast_compiles):
@@ -16,6 +17,9 @@ def fast_env():
 
 
 def load_script(name):
+  """The script ``bench/<name>.py`` as a module (bench/ on the path, as when run as a script)."""
+  if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
   spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -249,6 +249,14 @@ def test_bad_config_fields_are_named_with_what_is_allowed(field, value, message)
   assert f"config.{field}" in str(e.value) and message in str(e.value), str(e.value)
 
 
+def test_full_batch_refuses_a_batch_norm_model_naming_those_without():
+  c = config_lib.default_config()
+  c.model, c.full_batch = "resnet32_bn", True
+  with pytest.raises(config_lib.ConfigError, match="needs a model without batch norm") as e:
+    config_lib.validate(c)
+  assert "mlp" in str(e.value) and "vgg11" not in str(e.value).split("allowed:")[1]
+
+
 def test_wrong_types_are_rejected_by_name():
   c = config_lib.default_config()
   with pytest.raises(TypeError):

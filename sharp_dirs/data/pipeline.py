@@ -23,12 +23,13 @@ import numpy as np
 from sharp_dirs.data import augment as augment_lib
 from sharp_dirs.data import catalog
 from sharp_dirs.data import fashion_mnist
+from sharp_dirs.data import names
 from sharp_dirs.data import paths
 from sharp_dirs.data import text
 
 Split = dict[str, np.ndarray]
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imdb", "austen", "ptb")
+DATASETS = names.DATASETS
 # Paper defaults: validation size (from the 50k / 60k / 25k training sets) and whether the
 # paper's training stream augments (CIFAR always; Fashion-MNIST only for the `medium` config).
 NUM_VALID = {"fashion_mnist": 10_000, "cifar10": 5_000, "cifar100": 5_000}

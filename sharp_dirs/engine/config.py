@@ -12,21 +12,16 @@ from typing import Any
 
 from ml_collections import config_dict
 
+from sharp_dirs.curvature import hessian
+from sharp_dirs.curvature import krylov
+from sharp_dirs.data.names import DATASET_KINDS
+
 ConfigDict = config_dict.ConfigDict
 
 OPTIMIZERS = ("sgd", "nsgd", "adam", "adamw", "rmsprop", "adagrad", "lamb", "lion")
 NSGD_SOURCES = ("tracker", "train_batch")
-WHICH = ("largest", "magnitude")
-WARM_METHODS = ("lanczos", "block")
-# Models per dataset kind ("image", "text", "lm"); the data module says the kind of each dataset.
-MODEL_KINDS = {
-    "mlp": "image", "simple_cnn_root": "image", "simple_cnn_medium": "image",
-    "resnet32": "image", "resnet32_bn": "image", "vgg11": "image",
-    "imdb_cnn": "text", "imdb_lstm": "text", "lstm_lm": "lm",
-}
-DATASET_KINDS = {"fashion_mnist": "image", "cifar10": "image", "cifar100": "image",
-                 "imdb": "text", "austen": "lm", "ptb": "lm"}
-BN_MODELS = ("resnet32_bn", "vgg11")
+WHICH = krylov.WHICH
+WARM_METHODS = hessian.METHODS
 MESH_AXIS_TYPES = ("auto", "explicit")
 
 
@@ -247,10 +242,11 @@ def validate(config: ConfigDict) -> None:
     _fail("model", config.model, f"allowed: {', '.join(registry.MODEL_NAMES)}")
   if config.dataset not in DATASET_KINDS:
     _fail("dataset", config.dataset, f"allowed: {', '.join(DATASET_KINDS)}")
-  if MODEL_KINDS[config.model] != DATASET_KINDS[config.dataset]:
-    compatible = [m for m, k in MODEL_KINDS.items() if k == DATASET_KINDS[config.dataset]]
+  model_kinds = registry.MODEL_KINDS
+  if model_kinds[config.model] != DATASET_KINDS[config.dataset]:
+    compatible = [m for m, k in model_kinds.items() if k == DATASET_KINDS[config.dataset]]
     _fail("model", config.model,
-          f"it takes {MODEL_KINDS[config.model]} data but dataset {config.dataset!r} is "
+          f"it takes {model_kinds[config.model]} data but dataset {config.dataset!r} is "
           f"{DATASET_KINDS[config.dataset]} data; models for it: {', '.join(compatible)}")
   for field in ("seed", "data_seed", "num_train_examples", "lm_num_steps", "batch_size",
                 "num_epochs", "epoch_size", "log_every_steps", "checkpoint_every_epochs",
@@ -267,10 +263,10 @@ def validate(config: ConfigDict) -> None:
   if config.optimizer.name not in OPTIMIZERS:
     _fail("optimizer.name", config.optimizer.name, f"allowed: {', '.join(OPTIMIZERS)}")
   _check_kwargs(config)
-  if config.full_batch and config.model in BN_MODELS:
+  if config.full_batch and config.model in registry.BATCH_NORM_MODELS:
     _fail("model", config.model, "full_batch=True needs a model without batch norm (ghost "
           "batch norm is not implemented); allowed: " +
-          ", ".join(m for m in MODEL_KINDS if m not in BN_MODELS))
+          ", ".join(m for m in model_kinds if m not in registry.BATCH_NORM_MODELS))
   if config.full_batch and DATASET_KINDS[config.dataset] == "lm":
     _fail("full_batch", True, "not supported for language models")
   if config.optimizer.name == "nsgd":
