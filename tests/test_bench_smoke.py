@@ -114,3 +114,18 @@ def test_bench_full_batch_quick():
   """bench_full_batch.py at tiny sizes: the engine's full-batch step with and without the rewrite."""
   best = load_script("bench_full_batch").main(["--quick"])
   assert set(best) == {"xla", "rewrite"} and all(0 < t < math.inf for t in best.values())
+
+
+def test_bench_sample_noise_quick(capsys, tmp_path):
+  """bench_sample_noise.py --quick (a tiny SimpleCNN at init): the spread, the jackknife's ratio
+  to it, the exponent and the solver-error replay are finite, and the JSON is written."""
+  out = tmp_path / "noise.json"
+  results = load_script("bench_sample_noise").main(["--quick", "--out", str(out)])
+  text = capsys.readouterr().out
+  assert "jackknife / std" in text and "% of the work" in text and out.exists()
+  point = results["points"]["init"]
+  assert all(math.isfinite(p) for p in point["exponent"])
+  for d in point["sizes"].values():
+    assert all(s > 0 and math.isfinite(r) for s, r in zip(d["std"], d["estimate_over_std"]))
+  solver = point["sizes"][64]["solver"]
+  assert solver["0.01"]["steps"] >= solver["0.1"]["steps"]

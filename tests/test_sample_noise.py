@@ -182,3 +182,29 @@ def test_run_logs_the_noise_and_auto_tol_uses_it(tmp_path):
   run = metrics_io.read_run(workdir)
   steps, noise = run.series("hessian/noise_1")
   assert len(noise) == len(rows) and np.all(noise > 0)
+
+
+def test_figures_draw_the_noise_band_only_where_logged():
+  """general_shape and noise_grid draw ± σ bands (gid .../noise) for runs that logged
+  hessian/noise_i, and none for runs that did not."""
+  from sharp_dirs.report import figures
+
+  def run(with_noise):
+    rows = []
+    for step in range(12):
+      row = {"step": step, "epoch": step / 4.0, "hessian/lambda_1": 10.0 + step,
+             "hessian/lambda_2": 5.0 + step, "train/accuracy": 0.5, "valid/accuracy": 0.5}
+      if with_noise:
+        row.update({"hessian/noise_1": 1.0, "hessian/noise_2": 0.5})
+      rows.append(row)
+    config = {"optimizer": {"learning_rate": 0.1}, "batch_size": 128, "seed": 0,
+              "tracking": {"zoom_epochs": 0.0}, "scale": "cpu", "model": "mlp"}
+    return metrics_io.Run(f"/tmp/run_{with_noise}", config, rows, {"status": "finished"})
+
+  def bands(fig):
+    return [c.get_gid() for ax in fig.axes for c in ax.collections
+            if c.get_gid() and c.get_gid().endswith("/noise")]
+
+  assert len(bands(figures.general_shape(run(True), k=2))) == 2
+  assert not bands(figures.general_shape(run(False), k=2))
+  assert len(bands(figures.noise_grid([run(True)]))) == 2

@@ -204,6 +204,25 @@ def save(fig: Figure, out_dir: str, name: str) -> list[str]:
 # F1: the general shape of the top-10 eigenvalues.
 
 @_styled
+def noise_of(run: Run, key: str) -> Optional[np.ndarray]:
+  """The tracker's estimated sample noise (std over fresh samples) of each logged value of
+  ``key`` = "hessian/lambda_i", aligned with ``run.series(key)``; None when not logged."""
+  noise_key = key.replace("/lambda_", "/noise_")
+  if not run.has(noise_key):
+    return None
+  x, sigma = run.series(noise_key)
+  if len(x) != len(run.series(key)[0]):
+    return None
+  return sigma
+
+
+def noise_band(ax, x, y, sigma, color, gid: str) -> None:
+  """A translucent band y ± σ (the sample noise) behind a curve, where σ is finite."""
+  ok = np.isfinite(sigma)
+  ax.fill_between(x, y - np.where(ok, sigma, 0.0), y + np.where(ok, sigma, 0.0), color=color,
+                  alpha=0.18, linewidth=0, gid=gid)
+
+
 def general_shape(run: Run, k: int = 10) -> Figure:
   """λ_1..λ_k vs epoch (coolwarm_r), the dense early zoom on [0, zoom end], accuracies."""
   keys = [f"hessian/lambda_{i}" for i in range(1, k + 1) if run.has(f"hessian/lambda_{i}")]
@@ -217,8 +236,12 @@ def general_shape(run: Run, k: int = 10) -> Figure:
   for ax, end in panels:
     for i, (key, color) in enumerate(zip(keys, colors)):
       x, y = run.series(key, "epoch")
+      sigma = noise_of(run, key)
       if end is not None:
-        x, y = x[x <= end + 1e-9], y[x <= end + 1e-9]
+        keep = x <= end + 1e-9
+        x, y, sigma = x[keep], y[keep], None if sigma is None else sigma[keep]
+      if sigma is not None:  # ± the estimated sample noise of each evaluation
+        noise_band(ax, x, y, sigma, color, f"{'zoom' if end else 'full'}/{key}/noise")
       ax.plot(x, y, color=color, label=rf"$\lambda_{{{i + 1}}}$",
               gid=f"{'zoom' if end else 'full'}/{key}")
     ax.set_xlabel(_epoch_label(run))
@@ -309,7 +332,9 @@ def noise_grid(runs: Sequence[Run], window: int = 5) -> Figure:
   """λ_1 (solid) and λ_2 (dash-dot) vs epoch, log y, one panel per varying η or S.
 
   Smoothed with ``smoothed_curve``; the dense zoom drawn on [0, 1] and the per-epoch part on
-  [1, 2], a vertical line at x = 1, ticks labelled in epochs (docs/protocol.md, F2).
+  [1, 2], a vertical line at x = 1, ticks labelled in epochs (docs/protocol.md, F2). Where the
+  run logged the sample noise (hessian/noise_i), a band ± σ/√window around each curve: the
+  noise of a mean of ``window`` evaluations on independent samples.
   """
   for run in runs:
     _require(run, LAMBDA_1, "enable tracking.")
@@ -329,6 +354,10 @@ def noise_grid(runs: Sequence[Run], window: int = 5) -> Figure:
         x, y = smoothed_curve(run, key, window, zoom_end)
         if zoom_end > 0:
           x = merged_epoch(x, zoom_end, last)
+        sigma = noise_of(run, key)
+        if sigma is not None:  # the smoothed curve's noise: a mean of `window` evaluations
+          noise_band(ax, x, y, smooth(sigma, window) / np.sqrt(window), colors[value],
+                     f"{run.name}/{key}/noise")
         label = f"{symbol} = {_num(value)}" if key == LAMBDA_1 and value not in labelled else None
         labelled.add(value)
         ax.plot(x, y, style, color=colors[value], label=label, gid=f"{run.name}/{key}")
