@@ -28,6 +28,7 @@ setuptools.setup(
         "importlib_resources>=6.0",  # tfds' download_and_prepare imports it (our builder)
         "matplotlib>=3.8",  # figures
         "orbax-checkpoint>=0.6",  # resumable runs
+        "tensorboardX>=2.6",  # sharp_dirs.engine.tensorboard: a run's TensorBoard event files
         "rdata>=0.11",  # the Jane Austen corpus (.rda files, no R)
     ],
     extras_require={"test": ["pytest>=8.0", "scipy>=1.11", "tensorboard"]},

@@ -14,7 +14,8 @@ A run directory holds
 
 Rows are never dropped in silence: a run that starts over in a directory with rows moves them
 to ``metrics.jsonl.<time>.bak`` (``arrays/`` and ``tensorboard/`` likewise); a resumed run drops
-the rows its killed predecessor logged after the checkpoint (it logs them again) and says how
+the rows its killed predecessor logged after the checkpoint (it logs them again; TensorBoard
+hides their steps in the old event files, see ``sharp_dirs.engine.tensorboard``) and says how
 many; a damaged line is reported with its number (``DamagedMetricsWarning``) and skipped, and a
 writer that finds one keeps a copy of the file as it was.
 
@@ -150,7 +151,8 @@ class MetricWriter:
       if int(os.path.basename(name)[:-4]) > last:
         os.remove(name)
     self._file = open(path, "a", encoding="utf-8")
-    self._tb = tensorboard.EventFileWriter(os.path.join(workdir, "tensorboard"))
+    self._tb = tensorboard.EventFileWriter(  # TensorBoard hides the dropped rows' steps too
+        os.path.join(workdir, "tensorboard"), first_step=last + 1)
 
   def write_json(self, name: str, value: Mapping[str, Any]) -> None:
     if self.active:
