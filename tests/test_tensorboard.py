@@ -7,14 +7,13 @@ import os
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_accumulator  # the test extras'
+from tensorboard.backend.event_processing import plugin_event_accumulator
+from tensorboard.util import tensor_util
+import tensorboardX
 
 from sharp_dirs.engine import metrics_io
 from sharp_dirs.engine import tensorboard as tb
-
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-plugin_event_accumulator = pytest.importorskip(
-    "tensorboard.backend.event_processing.plugin_event_accumulator")
-tensor_util = pytest.importorskip("tensorboard.util.tensor_util")
 
 
 def read_classic(logdir):
@@ -104,6 +103,18 @@ def test_a_resumed_writer_hides_the_steps_it_logs_again(tmp_path, read):
   got = read(tmp_path)
   assert got == merged((0, first), (11, second), (16, third))
   assert [s for s, _ in got["train/loss"]] == list(range(23))  # each step once
+
+
+@READERS
+def test_a_resume_over_files_without_a_start_marker(tmp_path, read):
+  # As the files this module wrote before tensorboardX, or any writer's without purge_step.
+  with tensorboardX.SummaryWriter(str(tmp_path), filename_suffix=".0") as killed:
+    for step in range(21):
+      killed.add_scalar("loss", float(step), step)
+  with tb.EventFileWriter(tmp_path, first_step=11) as resumed:
+    for step in range(11, 16):
+      resumed.scalar("loss", 100.0 + step, step)
+  assert read(tmp_path) == {"loss": [(s, float(s) if s < 11 else 100.0 + s) for s in range(16)]}
 
 
 @READERS

@@ -12,10 +12,13 @@ Resuming: a run killed after its checkpoint at step s may have logged steps afte
 resumed run logs again. The resumed run's writer opens its file with ``first_step=s + 1``: a
 ``SessionLog.START`` event at that step (tensorboardX's ``purge_step``), on which TensorBoard
 drops every step >= s + 1 read from the earlier files, so each step is shown once, with the
-resumed run's value. TensorBoard's Python loader honours only a START that follows an earlier
-one, so every writer opens with one (a fresh run's at step 0); its fast loader (the Rust
-data server) drops the replaced steps as soon as a step is logged again. The earlier files
-are left as they are: the dropped steps stay in their bytes, hidden from TensorBoard's readers.
+resumed run's value. TensorBoard's Python loader (``--load_fast=false``) takes the first START
+of a run for its beginning and honours only the later ones, so every writer opens with one (a
+fresh run's at step 0) and a resumed one with two (files without a START, such as those this
+module wrote before it used tensorboardX, would otherwise have the resumed run's START taken
+for the beginning); its fast loader (the Rust data server) drops the replaced steps as soon as a
+step is logged again. The earlier files are left as they are: the dropped steps stay in their
+bytes, hidden from TensorBoard's readers.
 """
 
 import operator
@@ -25,6 +28,7 @@ import weakref
 from typing import Mapping, Optional
 
 import tensorboardX
+from tensorboardX.proto import event_pb2
 
 FLUSH_SECS = 30  # tensorboardX writes in a background thread and flushes the file this often
 
@@ -67,6 +71,9 @@ class EventFileWriter:
                                               flush_secs=FLUSH_SECS, filename_suffix=suffix)
     self.path = next(os.path.join(self.logdir, name) for name in os.listdir(self.logdir)
                      if name.endswith(suffix))
+    if first_step > 0:  # the second START (module docstring)
+      start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+      self._writer.file_writer.add_event(event_pb2.Event(step=first_step, session_log=start))
     self._close = weakref.finalize(self, self._writer.close)  # also at exit, if not closed
 
   def scalar(self, tag: str, value: float, step: int,
