@@ -14,6 +14,7 @@ from ml_collections import config_dict
 
 from sharp_dirs.curvature import hessian
 from sharp_dirs.curvature import krylov
+from sharp_dirs import nudge
 from sharp_dirs.data.names import DATASET_KINDS
 
 ConfigDict = config_dict.ConfigDict
@@ -404,27 +405,24 @@ def validate_mesh(config: ConfigDict, num_devices: int, num_processes: int = 1
 
 def _validate_nsgd(config: ConfigDict) -> None:
   n = config.nsgd
-  _check_positive(config, "nsgd.num_directions")
-  _check_positive(config, "nsgd.refresh_every")
-  _check_positive(config, "nsgd.num_lanczos_steps")
-  _check_positive(config, "nsgd.burnin_steps", zero_ok=True)
   if n.eigenpairs_from not in NSGD_SOURCES:
     _fail("nsgd.eigenpairs_from", n.eigenpairs_from, f"allowed: {', '.join(NSGD_SOURCES)}")
-  rules = ("constant", "remove", "only_top", "random", "stability")
-  if n.rule not in rules:
-    _fail("nsgd.rule", n.rule, f"allowed: {', '.join(rules)}")
-  variants = ("nudge_gradient", "nudge_velocity", "nudge_both")
-  if n.variant not in variants:
-    _fail("nsgd.variant", n.variant, f"allowed: {', '.join(variants)}")
+  # The optimizer's own checks (sharp_dirs.nudge, the one place): nsgd.* fields named as its
+  # options (rule in nudge.RULES, variant in nudge.VARIANTS, ...).
+  options = {name: n[name] for name in nudge.NudgeOptions._fields if name in n}
+  try:
+    nudge.check_options(nudge.NudgeOptions(
+        **options, learning_rate=config.optimizer.learning_rate, seed=config.seed),
+        variant=n.variant, momentum=config.optimizer.momentum or None)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.nsgd is not valid (its fields are nudged_sgd's options): {e}"
+                      ) from None
   if n.eigenpairs_from == "tracker" and n.rule != "random":
     if not config.tracking.enabled:
       _fail("tracking.enabled", False, "nsgd.eigenpairs_from='tracker' needs the tracker")
     if config.tracking.k < n.num_directions:
       _fail("nsgd.num_directions", n.num_directions,
             f"must be <= tracking.k = {config.tracking.k} (the tracker supplies the directions)")
-  if n.eigenpairs_from == "train_batch" and n.num_directions > n.num_lanczos_steps:
-    _fail("nsgd.num_directions", n.num_directions,
-          f"must be <= nsgd.num_lanczos_steps = {n.num_lanczos_steps}")
 
 
 def validate_against(config: ConfigDict, num_train: int) -> None:
