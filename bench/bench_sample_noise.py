@@ -231,13 +231,18 @@ def main(argv=None):
     exponents_fpc = [fit_exponent(sizes, (stds / fpc)[:, i]) for i in range(args.k)]
     results["points"][name] = {"sizes": per_n, "exponent": exponents,
                                "exponent_without_replacement_removed": exponents_fpc}
+    write_json(args.out, results)  # after each point: a partial run keeps what it measured
   results["load_average_end"] = os.getloadavg()
   print_tables(results, sizes, tols, args.k)
-  if args.out:
-    with open(args.out, "w", encoding="utf-8") as f:
-      json.dump(results, f, indent=1, default=float)
-    print(f"wrote {args.out}")
+  write_json(args.out, results)
+  print(f"wrote {args.out}")
   return results
+
+
+def write_json(path: str, results: dict) -> None:
+  if path:
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(results, f, indent=1, default=float)
 
 
 def print_tables(results, sizes, tols, k):
