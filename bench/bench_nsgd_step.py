@@ -16,11 +16,16 @@ engine passes them between refreshes):
 
   .venv/bin/python bench/bench_nsgd_step.py
   .venv/bin/python bench/bench_nsgd_step.py --quick    # tiny smoke run
+
+It also prints what the compiled NSGD step holds (``compile().as_text()``): conditionals and
+loops (a refresh compiled into the step), copies of the K-stacked direction buffers, float64
+ops, and the state buffers aliased from input to output (donation).
 """
 
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -78,6 +83,15 @@ def engine_steps(c):
   return out, batch, q, params
 
 
+def hlo_summary(step, state, batch, k: int) -> dict:
+  """Counts in the compiled step's HLO text that would each cost time between refreshes."""
+  text = step.lower(state, batch, None).compile().as_text()
+  header = text.split("\n", 1)[0]
+  return {"conditional": text.count(" conditional("), "while": text.count(" while("),
+          f"copy_f32[{k},..]": len(re.findall(rf"= f32\[{k},[^=]*\bcopy\(", text)),
+          "f64": text.count("f64["), "aliased_buffers": header.count("may-alias")}
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--quick", action="store_true")
@@ -89,6 +103,8 @@ def main(argv=None):
         f"CPUs, load average {load_before:.1f}, K={args.k}", flush=True)
   c = make_config(args.quick, args.k)
   steps, batch, q, params = engine_steps(c)
+  print("NSGD step HLO:", json.dumps(hlo_summary(*steps["nsgd"], batch, args.k)),
+        "| SGD step HLO:", json.dumps(hlo_summary(*steps["sgd"], batch, args.k)), flush=True)
   g = tm.normal_like(jax.random.key(1), params)
   gamma = jnp.float32(0.1)
 
