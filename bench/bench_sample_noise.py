@@ -16,7 +16,7 @@ solves each for λ_1..λ_k (Lanczos to ``--noise-tol``, far below the noise). Re
 Prints a progress line at least every 20 s and writes a JSON of every number.
 
   python bench/bench_sample_noise.py            # CPU-scale model, η = 0.03 seed-0 noise-grid run
-  python bench/bench_sample_noise.py --quick    # a tiny model at init (smoke test)
+  python bench/bench_sample_noise.py --quick    # a tiny MLP at init (smoke test)
 """
 
 import argparse
@@ -151,7 +151,7 @@ def parse_args(argv):
   p.add_argument("--ref-steps", type=int, default=40)
   p.add_argument("--groups", type=int, default=8, help="jackknife groups (tracking.noise_groups)")
   p.add_argument("--out", default="bench/sample_noise.json")
-  p.add_argument("--quick", action="store_true", help="tiny SimpleCNN at init, tiny sizes")
+  p.add_argument("--quick", action="store_true", help="a tiny MLP at init, tiny sizes")
   return p.parse_args(argv)
 
 
@@ -160,7 +160,8 @@ def setup(args):
   if args.quick:
     config = config_lib.cpu_scale(config_lib.default_config())
     config.num_train_examples = 512
-    config.model_kwargs = config_lib.ConfigDict({"features": 2, "dense_features": 16})
+    config.model = "mlp"  # compiles in seconds: the smoke test checks the plumbing only
+    config.model_kwargs = config_lib.ConfigDict({"hidden": (16,)})
     points = {"init": 0}
   else:
     config = config_lib.ConfigDict(rundir.read_config(args.run))

@@ -117,7 +117,7 @@ def test_bench_full_batch_quick():
 
 
 def test_bench_sample_noise_quick(capsys, tmp_path):
-  """bench_sample_noise.py --quick (a tiny SimpleCNN at init): the spread, the jackknife's ratio
+  """bench_sample_noise.py --quick (a tiny MLP at init): the spread, the jackknife's ratio
   to it, the exponent and the solver-error replay are finite, and the JSON is written."""
   out = tmp_path / "noise.json"
   results = load_script("bench_sample_noise").main(["--quick", "--out", str(out)])
