@@ -27,8 +27,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import sharp_dirs  # noqa: E402,F401  (sets the XLA CPU flag before jax starts)
-from sharp_dirs.engine import config as config_lib  # noqa: E402
 from sharp_dirs.curvature import conv_layout  # noqa: E402
+from sharp_dirs.engine import config as config_lib  # noqa: E402
 from sharp_dirs.engine import train  # noqa: E402
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "edge_of_stability.py"

@@ -14,10 +14,10 @@ import time
 import jax
 
 import sharp_dirs
-from sharp_dirs.curvature import conv_layout
 from sharp_dirs import data
-from sharp_dirs.curvature import hessian
 from sharp_dirs import models
+from sharp_dirs.curvature import conv_layout
+from sharp_dirs.curvature import hessian
 
 
 def main():

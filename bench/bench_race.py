@@ -45,10 +45,10 @@ from jax.flatten_util import ravel_pytree
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 import sharp_dirs
-from sharp_dirs.curvature import conv_layout
 from sharp_dirs import data
-from sharp_dirs.curvature import hessian
 from sharp_dirs import models
+from sharp_dirs.curvature import conv_layout
+from sharp_dirs.curvature import hessian
 
 import timing  # bench/timing.py
 

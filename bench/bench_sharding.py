@@ -57,11 +57,11 @@ def measure(args, n: int) -> list:
   """Rows (devices, what, examples, seconds) on the first n devices of this process."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.curvature import hessian  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.curvature import tree_math as tm  # pylint: disable=g-import-not-at-top
   from sharp_dirs.engine import config as config_lib  # pylint: disable=g-import-not-at-top
   from sharp_dirs.engine import distributed  # pylint: disable=g-import-not-at-top
-  from sharp_dirs.curvature import hessian  # pylint: disable=g-import-not-at-top
   from sharp_dirs.engine import train  # pylint: disable=g-import-not-at-top
-  from sharp_dirs.curvature import tree_math as tm  # pylint: disable=g-import-not-at-top
   from sharp_dirs.models import loss as model_loss  # pylint: disable=g-import-not-at-top
 
   if jax.device_count() < n:

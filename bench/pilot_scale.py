@@ -23,9 +23,9 @@ from absl import logging
 import numpy as np
 
 from sharp_dirs.engine import config as config_lib
-from sharp_dirs.report import figures
 from sharp_dirs.engine import metrics_io
 from sharp_dirs.engine import train
+from sharp_dirs.report import figures
 
 # name -> (model, model_kwargs): the paper's SimpleCNN narrowed, and the MLP of the old CPU scale.
 CANDIDATES = {

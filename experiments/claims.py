@@ -15,8 +15,8 @@ import sys
 from absl import app
 from absl import flags
 
-from sharp_dirs.report import claims
 from sharp_dirs.engine import metrics_io
+from sharp_dirs.report import claims
 
 _RUNS = flags.DEFINE_string("runs", "runs/cpu", "Directory of the families' run directories.")
 _OUT = flags.DEFINE_string("out", "figures", "Where claims.md and claims.json go.")

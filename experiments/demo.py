@@ -129,8 +129,8 @@ def train_or_reuse(config, workdir: str, label: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from sharp_dirs.report import claims, figures  # pylint: disable=g-import-not-at-top
   from sharp_dirs.engine import metrics_io  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.report import claims, figures  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # orbax and tfds are chatty at INFO
   pylogging.getLogger("sharp_dirs").setLevel(pylogging.INFO)  # the runs' progress
   points = parse_flags()

@@ -40,12 +40,19 @@ class EvaluationError(ValueError):
   """A flag that does not fit the run (e.g. more Hessian examples than the data has)."""
 
 
+def say(message: str) -> None:
+  print(message, flush=True)
+
+
 def evaluate_checkpoint(workdir: str, which: str, *, k: int, num_examples: int,
-                        num_probes: int, seed: int) -> dict:
-  """The table's quantities at one checkpoint ("best" or "last") of a run directory."""
+                        num_probes: int, seed: int, progress=say) -> dict:
+  """The table's quantities at one checkpoint ("best" or "last") of a run directory.
+
+  ``progress(message)`` is told each phase as it starts (the solve is most of the time).
+  """
   from sharp_dirs.curvature import hessian, spectral  # pylint: disable=g-import-not-at-top
-  from sharp_dirs.engine import tracking, train  # pylint: disable=g-import-not-at-top
   from sharp_dirs.curvature import tree_math as tm  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import tracking, train  # pylint: disable=g-import-not-at-top
   config, run_data, model, _, last = train.restore_run(workdir, "latest")
   if which == "best":
     _, _, _, step, best = train.restore_run(workdir, "best")
@@ -67,9 +74,12 @@ def evaluate_checkpoint(workdir: str, which: str, *, k: int, num_examples: int,
                                batch_size=config.tracking.batch_size, augment=run_data.augment)
   loss_fn = tracking.curvature_loss_fn(model, model_state, config.l2)
   start = time.perf_counter()
+  progress(f"  step {step}: top-{k} Hessian eigenpairs on {num_examples} examples ...")
   pairs = hessian.hessian_top_k(loss_fn, params, sample, jax.random.fold_in(key, 1), k=k,
                                 num_lanczos_steps=min(3 * k, tm.size(params)),
                                 tol=config.tracking.tol or None)
+  progress(f"  ... {time.perf_counter() - start:.0f} s; Frobenius norms over {num_probes} "
+           "probes ...")
   matvec = hessian.dataset_hvp(loss_fn, params, sample)
   probe_key = jax.random.fold_in(key, 2)
   result = {
@@ -80,6 +90,7 @@ def evaluate_checkpoint(workdir: str, which: str, *, k: int, num_examples: int,
           matvec, params, probe_key, num_probes)),
       "distance_from_init": float(tm.norm(tm.sub(params, last["init_params"]))),
   }
+  progress(f"  ... {time.perf_counter() - start:.0f} s; losses and accuracies ...")
   eval_step = train.make_eval_step(model)
   for name, split, limit in (("train", run_data.train, 10_000), ("valid", run_data.valid, 0),
                              ("test", run_data.test, 0)):
@@ -105,6 +116,7 @@ def main(argv):
     if value < 1:
       sys.exit(f"--{name}={value}: must be >= 1.")
   failed = []
+  total, done, started = len(workdirs) * len(_CHECKPOINTS.value), 0, time.perf_counter()
   for workdir in workdirs:
     if not os.path.isdir(workdir) or rundir.read_config(workdir) is None:
       print(f"Cannot evaluate {workdir}: it is not a run directory (no config.json); pass the "
@@ -116,6 +128,11 @@ def main(argv):
       if os.path.exists(path) and not _OVERWRITE.value:
         print(f"{path} exists: skipped (--overwrite recomputes it).")
         continue
+      elapsed = time.perf_counter() - started
+      left = f", about {elapsed / done * (total - done) / 60:.1f} min left" if done else ""
+      say(f"[{done + 1} of {total}, {elapsed / 60:.1f} min in{left}] {which} checkpoint of "
+          f"{workdir}")
+      done += 1
       try:
         result = evaluate_checkpoint(workdir, which, k=_K.value,
                                      num_examples=_NUM_EXAMPLES.value,

@@ -20,8 +20,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from sharp_dirs.report import figures
 from sharp_dirs.engine import metrics_io
+from sharp_dirs.report import figures
 
 _FIGURE = flags.DEFINE_enum("figure", None, list(figures.FIGURES) + ["all"], "Which figure.")
 _RUNS = flags.DEFINE_list("runs", [], "Run directories, globs or sweep directories.")

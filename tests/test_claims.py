@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from sharp_dirs.report import claims
 from sharp_dirs.engine import metrics_io
+from sharp_dirs.report import claims
 
 
 def write_run(path, config, rows):

@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 
-from sharp_dirs.report import claims
 from sharp_dirs.engine import metrics_io
+from sharp_dirs.report import claims
 
 DEMO = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "demo.py"
 TINY = ["--learning_rates=0.2,0.05", "--num_epochs=2", "--num_train_examples=512",

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from sharp_dirs.engine import config as config_lib
-from sharp_dirs.report import figures
 from sharp_dirs.engine import metrics_io
+from sharp_dirs.report import figures
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "figures.py"
 SPE = 8  # steps per epoch of the synthetic runs

@@ -1,5 +1,8 @@
 """Vector arithmetic on pytrees: parameters, gradients and Krylov vectors share one shape.
 
+What ``optax.tree`` has (vdot, norm, add, sub, cast, size) is taken from there; what is here
+keeps each leaf's dtype (scale, axpy), draws random vectors in one op, or works on stacks.
+
 A "vector" here is any pytree of arrays (for example a flax params dict); a "stack" of vectors
 is the same pytree whose leaves carry one extra leading axis ``[n, *leaf.shape]``.
 """
@@ -7,27 +10,22 @@ is the same pytree whose leaves carry one extra leading axis ``[n, *leaf.shape]`
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from sharp_dirs.types import PyTree
 
 
-def vdot(a: PyTree, b: PyTree) -> jax.Array:
-  """<a, b> summed over all leaves, accumulated in the wider of the two dtypes."""
-  leaves = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.vdot(x, y), a, b))
-  return sum(leaves[1:], leaves[0])
-
-
-def norm(a: PyTree) -> jax.Array:
-  """Euclidean norm ‖a‖ of the concatenation of all leaves."""
-  return jnp.sqrt(vdot(a, a))
-
-
-def add(a: PyTree, b: PyTree) -> PyTree:
-  return jax.tree.map(jnp.add, a, b)
-
-
-def sub(a: PyTree, b: PyTree) -> PyTree:
-  return jax.tree.map(jnp.subtract, a, b)
+# The operations optax.tree already provides, used from there: <a, b> summed over leaves (each
+# leaf's vdot at the highest precision), the Euclidean norm of all leaves, a + b, a − b, each
+# leaf cast to the dtype of the matching leaf of a reference tree (cast) or to one dtype
+# (astype), and the total number of scalars (a static int).
+vdot = optax.tree.vdot
+norm = optax.tree.norm
+add = optax.tree.add
+sub = optax.tree.sub
+cast = optax.tree.cast_like
+astype = optax.tree.cast
+size = optax.tree.size
 
 
 def scale(s: jax.Array, a: PyTree) -> PyTree:
@@ -38,20 +36,6 @@ def scale(s: jax.Array, a: PyTree) -> PyTree:
 def axpy(s: jax.Array, x: PyTree, y: PyTree) -> PyTree:
   """s · x + y, keeping y's dtypes."""
   return jax.tree.map(lambda xi, yi: (s * xi + yi).astype(yi.dtype), x, y)
-
-
-def cast(a: PyTree, dtype_like: PyTree) -> PyTree:
-  """Casts each leaf of ``a`` to the dtype of the matching leaf of ``dtype_like``."""
-  return jax.tree.map(lambda x, ref: x.astype(ref.dtype), a, dtype_like)
-
-
-def astype(a: PyTree, dtype) -> PyTree:
-  return jax.tree.map(lambda x: x.astype(dtype), a)
-
-
-def size(a: PyTree) -> int:
-  """Total number of scalars, a static Python int."""
-  return int(sum(np.prod(np.shape(x), dtype=np.int64) for x in jax.tree.leaves(a)))
 
 
 def _draw_like(sample, key: jax.Array, a: PyTree) -> PyTree:

@@ -22,15 +22,15 @@ import logging
 import os
 import shutil
 import zlib
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from sharp_dirs.engine import rundir
+from sharp_dirs.types import PyTree
 
-PyTree = Any
 logger = logging.getLogger(__name__)
 
 INTEGRITY = "_integrity"  # the meta JSON's key of the arrays' checksums

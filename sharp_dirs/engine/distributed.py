@@ -25,7 +25,7 @@ engine runs its plain single-device jits, without any sharding annotation.
 """
 
 import functools
-from typing import Any, Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import jax
 from jax.sharding import NamedSharding
@@ -33,8 +33,8 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from sharp_dirs.engine import config as config_lib
+from sharp_dirs.types import PyTree
 
-PyTree = Any
 AXES = ("data", "model")
 
 

@@ -34,8 +34,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from sharp_dirs.report import figures
 from sharp_dirs.engine.metrics_io import Run
+from sharp_dirs.report import figures
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
 LAMBDA_1 = "hessian/lambda_1"
