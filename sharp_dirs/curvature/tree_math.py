@@ -1,6 +1,6 @@
 """Vector arithmetic on pytrees: parameters, gradients and Krylov vectors share one shape.
 
-What ``optax.tree`` has (vdot, norm, add, sub, cast, size) is taken from there; what is here
+What ``optax.tree`` has (vdot, norm, add, sub, cast) is taken from there; what is here
 keeps each leaf's dtype (scale, axpy), draws random vectors in one op, or works on stacks.
 
 A "vector" here is any pytree of arrays (for example a flax params dict); a "stack" of vectors
@@ -16,16 +16,21 @@ from sharp_dirs.types import PyTree
 
 
 # The operations optax.tree already provides, used from there: <a, b> summed over leaves (each
-# leaf's vdot at the highest precision), the Euclidean norm of all leaves, a + b, a − b, each
-# leaf cast to the dtype of the matching leaf of a reference tree (cast) or to one dtype
-# (astype), and the total number of scalars (a static int).
+# leaf's vdot at the highest precision), the Euclidean norm of all leaves, a + b, a − b, and
+# each leaf cast to the dtype of the matching leaf of a reference tree (cast) or to one dtype
+# (astype).
 vdot = optax.tree.vdot
 norm = optax.tree.norm
 add = optax.tree.add
 sub = optax.tree.sub
 cast = optax.tree.cast_like
 astype = optax.tree.cast
-size = optax.tree.size
+
+
+def size(a: PyTree) -> int:
+  """Total number of scalars, a static Python int; leaves may be arrays or ShapeDtypeStructs
+  (``optax.tree.size`` warns on the latter)."""
+  return int(sum(np.prod(np.shape(x), dtype=np.int64) for x in jax.tree.leaves(a)))
 
 
 def scale(s: jax.Array, a: PyTree) -> PyTree:
