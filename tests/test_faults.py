@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from conftest import set_field
+from sharp_dirs import nudge
+from sharp_dirs.curvature import hessian
 from sharp_dirs.engine import checkpoint as checkpoint_lib
 from sharp_dirs.engine import cli
 from sharp_dirs.engine import config as config_lib
-from sharp_dirs.curvature import hessian
 from sharp_dirs.engine import metrics_io
-from sharp_dirs import nudge
 from sharp_dirs.engine import rundir
 from sharp_dirs.engine import train
 

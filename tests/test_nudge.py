@@ -14,8 +14,8 @@ import optax
 import pytest
 
 import sharp_dirs
-from sharp_dirs.curvature import krylov
 from sharp_dirs import nudge
+from sharp_dirs.curvature import krylov
 
 
 
