@@ -19,11 +19,16 @@ Methods (``hessian_top_k`` options):
   warm-block-carry        warm-block that also carries the 2 guard vectors: k+2 pairs solved
   warm-lanczos-carry      and kept with num_guard=0 (the same 7 watched pairs, the same stop
                           rule), so the block starts from 7 previous vectors, not 5 + 2 random
+Fixed-sample mode (``--fixed_sample``, as ``tracking.fixed_sample=True``): every refresh uses the
+same N examples (``hessian_sample(fresh=False)``), so consecutive Hessians differ only by the
+SGD steps between them, the case where a warm start can pay (issue 18 item 4; target: a warm
+refresh at most 0.5x a cold solve's wall time).
 Accuracy: the largest relative difference of the top-k eigenvalues from the cold solve of the
 same refresh (a missed eigenvalue shows as a jump by the gap to the next one).
 
   .venv/bin/python bench/bench_warm.py                 # N=2560, 6 refreshes every 10 steps, 3 epochs
   .venv/bin/python bench/bench_warm.py --examples 1024
+  .venv/bin/python bench/bench_warm.py --fixed_sample --methods warm-lanczos,warm-block-carry
   .venv/bin/python bench/bench_warm.py --quick         # tiny smoke run (CI), random data
 """
 
@@ -34,6 +39,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -41,6 +47,7 @@ import numpy as np  # noqa: E402
 
 import sharp_dirs as sd  # noqa: E402
 from sharp_dirs import models  # noqa: E402
+import timing  # noqa: E402
 
 METHODS = {  # name: hessian_top_k options; "warm": start from the method's previous result
     "cold": dict(warm=False),
@@ -106,11 +113,11 @@ def solve(loss_fn, params, sample, key, args, prev, opts):
     opts["num_guard"] = 0
   if opts.get("method") == "block":
     opts["max_block_steps"] = args.block_steps
-  start = time.perf_counter()
-  out = sd.hessian_top_k(loss_fn, params, sample, key, k=k, num_lanczos_steps=args.max_steps,
-                         tol=args.tol, init=prev if warm else None, **opts)
-  out = jax.block_until_ready(out)
-  return out, time.perf_counter() - start
+  seconds, out = timing.timed(
+      lambda: sd.hessian_top_k(loss_fn, params, sample, key, k=k,
+                               num_lanczos_steps=args.max_steps, tol=args.tol,
+                               init=prev if warm else None, **opts))
+  return out, seconds
 
 
 def regime(name, loss_fn, params, traj, train, args, methods, num_refreshes, every):
@@ -118,9 +125,10 @@ def regime(name, loss_fn, params, traj, train, args, methods, num_refreshes, eve
   print(f"\n### {name}: {num_refreshes} refreshes, one every {every} SGD steps", flush=True)
   key = jax.random.key(11)
 
-  def sample(i):
+  def sample(i):  # fixed: the same examples at every refresh (the key is ignored)
     return sd.data.hessian_sample(train, jax.random.fold_in(key, i), num_examples=args.examples,
-                                  batch_size=args.batch_size, fresh=True, augment=False)
+                                  batch_size=args.batch_size, fresh=not args.fixed_sample,
+                                  augment=False)
 
   first = sample(0)
   prev = {}
@@ -136,8 +144,9 @@ def regime(name, loss_fn, params, traj, train, args, methods, num_refreshes, eve
     s = sample(r + 1)
     kr = jax.random.fold_in(jax.random.key(1), r)
     res = {}
-    for m, opts in methods.items():
-      res[m] = solve(loss_fn, params, s, kr, args, prev[m], opts)
+    names = list(methods)
+    for m in names[r % len(names):] + names[:r % len(names)]:  # rotated: no method always first
+      res[m] = solve(loss_fn, params, s, kr, args, prev[m], methods[m])
       prev[m] = res[m][0]
     cold = np.asarray(res["cold"][0].eigvals, np.float64)
     for m, (out, sec) in res.items():
@@ -181,6 +190,8 @@ def main(argv=None):
   p.add_argument("--refreshes", type=int, default=6, help="refreshes in regime A")
   p.add_argument("--epochs", type=int, default=3, help="refreshes in regime B (one per epoch)")
   p.add_argument("--methods", default=",".join(METHODS))
+  p.add_argument("--fixed_sample", action="store_true",
+                 help="the same N examples at every refresh (tracking.fixed_sample=True)")
   args = p.parse_args(argv)
   if args.quick:
     args.examples, args.batch_size, args.k, args.max_steps = 64, 32, 2, 12
@@ -195,7 +206,7 @@ def main(argv=None):
         f"{jax.default_backend()}, {os.cpu_count()} CPUs, load average {load_before:.1f}; "
         f"MLP {'(16,)' if args.quick else '784-256-256-10'} on "
         f"{'random data' if args.quick else 'Fashion-MNIST'}, SGD lr {args.lr:g} batch 128, "
-        f"N={args.examples}, k={args.k}, tol={args.tol:g} (+2 guard pairs), "
+        f"N={args.examples} ({'fixed' if args.fixed_sample else 'fresh'} sample), k={args.k}, tol={args.tol:g} (+2 guard pairs), "
         f"num_lanczos_steps={args.max_steps}, max_block_steps={args.block_steps}", flush=True)
   t0 = time.time()
   train = load(args)
@@ -212,6 +223,12 @@ def main(argv=None):
   params, rows = regime("B. every epoch", loss_fn, params, traj, train, args, methods,
                         args.epochs, traj.steps_per_epoch)
   results["B"] = table(rows)
+  for name, rows_ in results.items():
+    best = min((r for r in rows_ if METHODS[r[0]]["warm"]), key=lambda r: r[1], default=None)
+    if best:
+      print(f"Regime {name}: best warm method {best[0]}, median {best[1]:.2f}x cold (target <= "
+            f"0.5: {'met' if best[1] <= 0.5 else 'missed'}), largest λ difference "
+            f"{max(r[3] for r in rows_):.1e}")
   print(f"\nTotal {time.time() - t0:.0f} s; load average before {load_before:.1f}, after "
         f"{os.getloadavg()[0]:.1f}.")
   return results
