@@ -100,6 +100,9 @@ def test_cpu_variant_runs_and_logs_what_its_figures_need(tmp_path, name, variant
       finite_series(run, key)
   assert run.config["model"] == c.model
   assert run.status["status"] == "finished"
+  seconds = run.status["seconds"]  # each part of the loop timed, within the run's wall time
+  assert seconds["train"] > 0 and seconds["track"] > 0 and seconds["evaluate"] > 0
+  assert sum(v for k, v in seconds.items() if k != "total") <= seconds["total"]
   if name == "sharp_analysis":
     (step, arrays), *_ = run.arrays("cross_section")
     assert arrays["losses"].shape == (2, len(c.analyses.cross_section.offsets))
@@ -350,6 +353,8 @@ def test_train_evaluate_scripts_end_to_end(tmp_path):
   out = run_script("experiments/evaluate.py", f"--workdir={workdir}", "--k=3",
                    "--num_examples=128", "--num_probes=3")
   assert out.returncode == 0, out.stderr[-3000:]
+  assert "[1 of 2, " in out.stdout and "[2 of 2, " in out.stdout, out.stdout  # progress
+  assert "top-3 Hessian eigenpairs on 128 examples" in out.stdout, out.stdout
   run = metrics_io.read_run(str(workdir))
   for which in ("best", "last"):
     result = json.load(open(workdir / f"evaluation_{which}.json"))

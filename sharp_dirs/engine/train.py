@@ -10,10 +10,12 @@ and along the way
   early, keeps the best-validation checkpoint (the NSGD table's protocol);
 - checkpoints everything needed to resume (a killed run resumed gives the same metrics);
 - stops cleanly on a non-finite loss, recording the reason and step.
-Everything is logged to a run directory (``sharp_dirs.engine.metrics_io``). Only the engine (this module,
-``tracking``, ``distributed``) and ``sharp_dirs.engine.config`` read a config.
+Everything is logged to a run directory (``metrics_io``). The loop is ``Loop.run``: at each step
+whatever is due (track, evaluate, checkpoint), then one train step; each part is timed and the
+progress lines give its share of the run. Only the engine reads a config.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -21,7 +23,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import flax
 import jax
@@ -29,20 +31,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sharp_dirs import nudge
+from sharp_dirs.curvature import conv_layout
+from sharp_dirs.curvature import krylov
+from sharp_dirs.curvature import tree_math as tm
 from sharp_dirs.engine import checkpoint as checkpoint_lib
 from sharp_dirs.engine import config as config_lib
-from sharp_dirs.curvature import conv_layout
 from sharp_dirs.engine import distributed
-from sharp_dirs.curvature import krylov
 from sharp_dirs.engine import metrics_io
-from sharp_dirs import nudge
 from sharp_dirs.engine import rundir
 from sharp_dirs.engine import tracking
-from sharp_dirs.curvature import tree_math as tm
 from sharp_dirs.models import loss as model_loss
 from sharp_dirs.models import registry
+from sharp_dirs.types import PyTree
 
-PyTree = Any
 logger = logging.getLogger(__name__)  # progress at INFO; the launchers show it, quiet elsewhere
 
 
@@ -118,7 +120,10 @@ def num_examples(split: dict) -> int:
 
 
 def stack_batches(split: dict, batch_size: int, limit: int = 0):
-  """The first ``limit`` (0: all) examples as padded batches: (leaves [nb, bs, ...], mask [nb, bs])."""
+  """The first ``limit`` (0: all) examples as padded batches.
+
+  Returns (leaves [nb, bs, ...], mask [nb, bs]).
+  """
   n = min(num_examples(split), limit) if limit else num_examples(split)
   nb = -(-n // batch_size)
   idx = np.arange(nb * batch_size)
@@ -152,12 +157,11 @@ def make_optimizer(config) -> optax.GradientTransformationExtraArgs:
   if o.name == "sgd":
     base = optax.sgd(o.learning_rate, momentum=momentum, nesterov=o.nesterov)
   elif o.name == "nsgd":
-    n = config.nsgd
-    base = nudge.nudged_sgd(
-        o.learning_rate, n.num_directions, gamma=n.gamma, momentum=momentum,
-        nesterov=o.nesterov, variant=n.variant, rule=n.rule, refresh_every=n.refresh_every,
-        burnin_steps=n.burnin_steps, num_lanczos_steps=n.num_lanczos_steps,
-        stability_cap=n.stability_cap, seed=config.seed)
+    n = config.nsgd  # its fields named as nudge.NudgeOptions' are passed on as they are
+    options = {f: n[f] for f in nudge.NudgeOptions._fields
+               if f in n and f not in ("learning_rate", "seed")}
+    base = nudge.nudged_sgd(o.learning_rate, momentum=momentum, nesterov=o.nesterov,
+                            variant=n.variant, seed=config.seed, **options)
   else:
     base = getattr(optax, o.name)(learning_rate=o.learning_rate,
                                   **config_lib.given_kwargs(o.kwargs))
@@ -232,7 +236,7 @@ def make_train_step(config, model, tx, placement: Optional[distributed.Placement
 
 
 def make_eval_step(model, placement: Optional[distributed.Placement] = None):
-  """jit((params, model_state, batch, mask [B]) -> (Σ mask·CE, Σ mask·correct)); CE without L2."""
+  """jit((params, model_state, batch, mask [B]) -> (Σ mask·CE, Σ mask·correct)), CE w/o L2."""
   def eval_step(params, model_state, batch, mask):
     logits = model_loss.predict(model, params, model_state, batch[model.input_key])
     labels = batch[model.target_key]
@@ -336,6 +340,9 @@ def _zeros_pairs(params, k: int) -> krylov.Eigenpairs:
                            jnp.zeros([k], dtype), jnp.zeros([], jnp.int32))
 
 
+PROGRESS_SECONDS = 30  # a progress line at least this often while training (more: log rows)
+
+
 def _format_eta(seconds: float) -> str:
   seconds = int(seconds)
   return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
@@ -360,7 +367,8 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
 
   Returns:
     The status dict also written to ``status.json``: {"status": "finished" | "diverged" |
-    "early_stopped" | "stopped", "step", "reason", "last": the last logged values}.
+    "early_stopped" | "stopped", "step", "reason", "last": the last logged values, "seconds":
+    this process's wall time in all and in each part (train, track, evaluate, checkpoint)}.
 
   Raises:
     ConfigError: a bad config, or another config than the run directory's (ConfigMismatch).
@@ -381,162 +389,262 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
 def _train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = None) -> dict:
   """``train_and_evaluate`` once the workdir is locked and its config checked."""
   config_lib.validate(config)
-  placement = distributed.placement_from_config(config)  # None: one device
-  run_data = load_run_data(config)
-  model, tx, tree = initial_tree(config, run_data)
-  if placement is not None:  # before restoring: orbax restores onto the target's shardings
-    tree = placement.put_tree(tree, tree["init_params"])
-  schedule = make_schedule(config, num_examples(run_data.train))
-  is_main = jax.process_index() == 0
-  tracker = tracking.Tracker(config, model, run_data, placement=placement)
-  checkpoints = checkpoint_lib.Checkpoints(workdir, config.keep_checkpoints)
-  loop = LoopState()
-  pairs = new_directions = None  # the tracker's last eigenpairs; those not yet given to NSGD
-  restored = checkpoints.restore(tree, fallback=True)
-  start_step = 0
-  if restored is not None:
-    start_step, tree, meta = restored
-    loop = LoopState(**meta["loop"])
-    pairs = tree["pairs"] if meta["has_pairs"] else None
-    new_directions = tree["new_directions"] if meta["has_new_directions"] else None
-    logger.info("Resuming %s from step %d.", workdir, start_step)
-  elif config.init_from:
-    tree = _init_from(config, tree)
-  state, init_params = tree["state"], tree["init_params"]
-  checkpoints.align_best(start_step if restored is not None else -1, loop.best_step,
-                         {"params": state.params, "model_state": state.model_state},
-                         {"valid_accuracy": loop.best_valid_accuracy})
-  tracker.previous = pairs
+  return Loop(config, workdir).run(stop_at_step)
 
-  writer = metrics_io.MetricWriter(workdir, active=is_main,
-                                   resume_step=start_step if restored is not None else None)
-  if is_main:
-    rundir.record_config(config, workdir, start_step if restored is not None else None)
-  train_step = make_train_step(config, model, tx, placement)
-  eval_step = make_eval_step(model, placement)
-  eval_sets = {
-      "train": stack_batches(run_data.train, config.eval.batch_size,
-                             config.eval.num_train_examples),
-      "valid": stack_batches(run_data.valid, config.eval.batch_size, config.eval.max_examples),
-      "test": stack_batches(run_data.test, config.eval.batch_size, config.eval.max_examples)}
-  full_batch = (jax.device_put(stack_batches(run_data.train, config.batch_size)[0])
-                if config.full_batch else None)
-  if placement is not None and full_batch is not None:
-    full_batch = placement.put_batch(full_batch, batch_dim=1)
-  batches = _batch_iterator(config, run_data, schedule, start_step)
 
-  status = {"status": "finished", "reason": ""}
-  last = {}
-  step = start_step
-  started, steps_done, tracking_seconds = time.perf_counter(), 0, 0.0
-  window, window_started = [], started
-  pending = None  # (step, loss) of the previous train step, checked one step late
-  best_due = None  # (step, meta) of a best checkpoint, saved after the step's latest one
-  lam_text = "—"
+class PartTimer:
+  """Wall seconds of each part of the loop (train, track, evaluate, checkpoint) and their shares.
 
-  def log(step, values):
-    row = {"epoch": schedule.epoch(step), **values}
-    writer.write_row(step, row)
-    last.update(row)
+  The train step is dispatched asynchronously; its time is counted where the host waits for it
+  (the divergence check of the next step), which is inside the "train" part.
+  """
 
-  def save(step, tree_now):
-    meta = {"loop": dataclasses.asdict(loop), "has_pairs": pairs is not None,
-            "has_new_directions": new_directions is not None}
-    checkpoints.save(step, tree_now, meta)
+  def __init__(self):
+    self.started = time.perf_counter()
+    self.seconds = dict.fromkeys(("train", "track", "evaluate", "checkpoint"), 0.0)
 
-  while True:
-    if not (restored is not None and step == start_step):
-      # Everything scheduled at this step, before its train step.
-      if config.tracking.enabled and schedule.tracking_due(step, config.tracking.every_epochs):
-        lr = config.optimizer.learning_rate * loop.lr_multiplier
-        pairs, values, arrays = tracker.evaluate(state.params, state.model_state, step,
-                                                 loop.num_trackings, lr)
-        loop.num_trackings += 1
-        lam_text = f"{values['hessian/lambda_1']:.3g}"
-        tracking_seconds += values["hessian/seconds"]
-        logger.info("step %d (epoch %.2f): λ_1 %s (tracking: %d HVPs in %.1f s; %.0f%% of the "
-                    "run so far)", step, schedule.epoch(step), lam_text, values["hessian/num_hvps"],
-                    values["hessian/seconds"],
-                    100 * tracking_seconds / max(time.perf_counter() - started, 1e-9))
-        log(step, values)
-        for name, arr in arrays.items():
-          writer.write_arrays(step, name, arr)
-        if nsgd_uses_tracker(config) and not (config.nsgd.freeze_directions and
-                                              loop.directions_given):
-          new_directions = pairs
-      if schedule.every_epochs(step, config.eval.every_epochs):
-        values = evaluate_splits(eval_step, state, eval_sets, init_params)
-        values["learning_rate"] = config.optimizer.learning_rate * loop.lr_multiplier
-        multiplier = loop.lr_multiplier
-        loop, is_best, stop = update_protocol(loop, config, step, values["valid/loss"],
-                                              values["valid/accuracy"])
-        if loop.lr_multiplier != multiplier:
-          state = state.replace(opt_state=set_lr_multiplier(state.opt_state,
-                                                            loop.lr_multiplier))
-        log(step, values)
-        logger.info("step %d (epoch %.2f): train loss %.4f acc %.4f, valid loss %.4f acc %.4f,"
-                     " test acc %.4f, λ_1 %s", step, schedule.epoch(step), values["train/loss"],
-                     values["train/accuracy"], values["valid/loss"], values["valid/accuracy"],
-                     values["test/accuracy"], lam_text)
-        if is_best:
-          best_due = (step, {"valid_accuracy": values["valid/accuracy"]})
-        if stop:
-          status = {"status": "early_stopped", "reason": (
-              f"no better validation accuracy for {config.early_stopping.patience} evaluations")}
-      if (step > 0 and schedule.every_epochs(step, config.checkpoint_every_epochs)) or (
-          status["status"] != "finished"):
-        save(step, {"state": state, "init_params": init_params,
-                    "pairs": pairs if pairs is not None else tree["pairs"],
-                    "new_directions": (new_directions if new_directions is not None
-                                       else tree["new_directions"])})
-      if best_due is not None:  # after the latest: see sharp_dirs.engine.checkpoint
-        checkpoints.save_best(best_due[0], {"params": state.params,
-                                            "model_state": state.model_state}, best_due[1])
-        best_due = None
-    if step >= schedule.total_steps or status["status"] != "finished":
-      break
-    if stop_at_step is not None and step >= stop_at_step:
-      status = {"status": "stopped", "reason": f"stop_at_step={stop_at_step}"}
-      break
+  @contextlib.contextmanager
+  def part(self, name: str):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.seconds[name] += time.perf_counter() - start
 
-    batch = full_batch if config.full_batch else next(batches)
-    state, metrics = train_step(state, batch, new_directions)
-    if new_directions is not None:
-      new_directions = None
-      loop.directions_given += 1
-    step += 1
-    steps_done += 1
-    window.append(metrics)
-    if pending is not None and not math.isfinite(float(pending[1])):
-      break
-    pending = (step, metrics["loss"])
-    if step % config.log_every_steps == 0 or step == schedule.total_steps:
-      means = {k: float(np.mean([float(m[k]) for m in window])) for k in window[0]}
-      now = time.perf_counter()
-      rate = len(window) * config.batch_size / (now - window_started)  # tracking included
-      window, window_started = [], now
-      if not math.isfinite(means["loss"]):
-        continue  # reported at the next step's check, with its exact step
-      elapsed = now - started
-      log(step, {f"train/batch_{k}": v for k, v in means.items()})
-      logger.info("step %d/%d (epoch %.2f)  %.0f examples/s  loss %.4f  λ_1 %s  left %s",
-                   step, schedule.total_steps, schedule.epoch(step), rate, means["loss"],
-                   lam_text, _format_eta(elapsed / steps_done * (schedule.total_steps - step)))
+  def elapsed(self) -> float:
+    return time.perf_counter() - self.started
 
-  if pending is not None and not math.isfinite(float(pending[1])):
-    step, loss = pending[0], float(pending[1])
-    status = {"status": "diverged", "reason": (
-        f"non-finite training loss {loss} at step {step}: lower the learning rate (now "
-        f"{config.optimizer.learning_rate * loop.lr_multiplier:g}) or clip gradients "
-        "(optimizer.grad_clip_norm)")}
-    log(step, {"diverged": 1, "train/batch_loss": loss})
-  status.update(step=int(step), last=last)
-  writer.write_json("status.json", status)
-  writer.close()
-  checkpoints.close()
-  if status["status"] == "diverged":
-    logger.warning("Run %s diverged: %s", workdir, status["reason"])
-  return status
+  def shares(self) -> str:
+    """Each part's share of the wall time so far, e.g. "train 24%, track 71%, evaluate 4%"."""
+    total = max(self.elapsed(), 1e-9)
+    return ", ".join(f"{name} {100 * s / total:.0f}%" for name, s in self.seconds.items() if s)
+
+
+class Loop:
+  """One run: its host-side state and the periodic actions of the loop.
+
+  ``run`` is the loop: at each step, before its train step, whatever is due (``track``,
+  ``evaluate`` with the plateau / early-stopping protocol, ``checkpoint``), then ``train``.
+  Each action is timed (``PartTimer``) and the progress lines report each one's share.
+  """
+
+  def __init__(self, config, workdir: str):
+    self.config, self.workdir = config, workdir
+    placement = distributed.placement_from_config(config)  # None: one device
+    run_data = load_run_data(config)
+    model, tx, tree = initial_tree(config, run_data)
+    if placement is not None:  # before restoring: orbax restores onto the target's shardings
+      tree = placement.put_tree(tree, tree["init_params"])
+    self.schedule = make_schedule(config, num_examples(run_data.train))
+    self.tracker = tracking.Tracker(config, model, run_data, placement=placement)
+    self.checkpoints = checkpoint_lib.Checkpoints(workdir, config.keep_checkpoints)
+    self.loop = LoopState()
+    self.pairs = self.new_directions = None  # the tracker's last pairs; those not given to NSGD
+    restored = self.checkpoints.restore(tree, fallback=True)
+    self.resumed_at = None
+    if restored is not None:
+      self.resumed_at, tree, meta = restored
+      self.loop = LoopState(**meta["loop"])
+      self.pairs = tree["pairs"] if meta["has_pairs"] else None
+      self.new_directions = tree["new_directions"] if meta["has_new_directions"] else None
+      logger.info("Resuming %s from step %d.", workdir, self.resumed_at)
+    elif config.init_from:
+      tree = _init_from(config, tree)
+    self.step = self.resumed_at or 0
+    self.state, self.init_params = tree["state"], tree["init_params"]
+    # Saved in place of pairs not computed yet (the checkpoint's JSON says which are real).
+    self.placeholders = {"pairs": tree["pairs"], "new_directions": tree["new_directions"]}
+    self.checkpoints.align_best(
+        -1 if self.resumed_at is None else self.resumed_at, self.loop.best_step,
+        {"params": self.state.params, "model_state": self.state.model_state},
+        {"valid_accuracy": self.loop.best_valid_accuracy})
+    self.tracker.previous = self.pairs
+    is_main = jax.process_index() == 0
+    self.writer = metrics_io.MetricWriter(workdir, active=is_main, resume_step=self.resumed_at)
+    if is_main:
+      rundir.record_config(config, workdir, self.resumed_at)
+    self.train_step = make_train_step(config, model, tx, placement)
+    self.eval_step = make_eval_step(model, placement)
+    self.eval_sets = make_eval_sets(config, run_data)
+    self.full_batch = make_full_batch(config, run_data, placement)
+    self.batches = _batch_iterator(config, run_data, self.schedule, self.step)
+    self.status = {"status": "finished", "reason": ""}
+    self.last = {}  # the last logged value of every key
+    self.timer = PartTimer()
+    self.steps_done = 0
+    self.window, self.window_started = [], self.timer.started  # train metrics since last log
+    self.last_progress = self.timer.started
+    self.pending = None  # (step, loss) of the previous train step, checked one step late
+    self.best_due = None  # (step, meta) of a best checkpoint, saved after the step's latest one
+    self.lam_text = "—"
+
+  # -- the loop --------------------------------------------------------------------------------
+
+  def run(self, stop_at_step: Optional[int] = None) -> dict:
+    """Runs to the end (or ``stop_at_step``, divergence, early stopping); the status dict."""
+    c, schedule = self.config, self.schedule
+    while True:
+      if self.step != self.resumed_at:  # a resumed step's actions ran before its checkpoint
+        if c.tracking.enabled and schedule.tracking_due(self.step, c.tracking.every_epochs):
+          with self.timer.part("track"):
+            self.track()
+        if schedule.every_epochs(self.step, c.eval.every_epochs):
+          with self.timer.part("evaluate"):
+            self.evaluate()
+        with self.timer.part("checkpoint"):
+          self.checkpoint()
+      if self.step >= schedule.total_steps or self.status["status"] != "finished":
+        break
+      if stop_at_step is not None and self.step >= stop_at_step:
+        self.status = {"status": "stopped", "reason": f"stop_at_step={stop_at_step}"}
+        break
+      with self.timer.part("train"):
+        if not self.train():
+          break
+    return self.finish()
+
+  # -- the actions -----------------------------------------------------------------------------
+
+  def log(self, values: dict) -> None:
+    row = {"epoch": self.schedule.epoch(self.step), **values}
+    self.writer.write_row(self.step, row)
+    self.last.update(row)
+
+  def track(self) -> None:
+    """The top-k eigenpairs and the analyses at this step; NSGD gets them before its next step."""
+    c, step = self.config, self.step
+    lr = c.optimizer.learning_rate * self.loop.lr_multiplier
+    self.pairs, values, arrays = self.tracker.evaluate(
+        self.state.params, self.state.model_state, step, self.loop.num_trackings, lr)
+    self.loop.num_trackings += 1
+    self.lam_text = f"{values['hessian/lambda_1']:.3g}"
+    logger.info("step %d (epoch %.2f): λ_1 %s (tracking: %d HVPs in %.1f s; time so far: %s)",
+                step, self.schedule.epoch(step), self.lam_text, values["hessian/num_hvps"],
+                values["hessian/seconds"], self.timer.shares() or "—")
+    self.log(values)
+    for name, arr in arrays.items():
+      self.writer.write_arrays(step, name, arr)
+    if nsgd_uses_tracker(c) and not (c.nsgd.freeze_directions and self.loop.directions_given):
+      self.new_directions = self.pairs
+
+  def evaluate(self) -> None:
+    """Loss and accuracy of each split, then the plateau / early-stopping protocol."""
+    c, step = self.config, self.step
+    values = evaluate_splits(self.eval_step, self.state, self.eval_sets, self.init_params)
+    values["learning_rate"] = c.optimizer.learning_rate * self.loop.lr_multiplier
+    multiplier = self.loop.lr_multiplier
+    self.loop, is_best, stop = update_protocol(self.loop, c, step, values["valid/loss"],
+                                               values["valid/accuracy"])
+    if self.loop.lr_multiplier != multiplier:
+      self.state = self.state.replace(
+          opt_state=set_lr_multiplier(self.state.opt_state, self.loop.lr_multiplier))
+    self.log(values)
+    logger.info("step %d (epoch %.2f): train loss %.4f acc %.4f, valid loss %.4f acc %.4f,"
+                " test acc %.4f, λ_1 %s", step, self.schedule.epoch(step), values["train/loss"],
+                values["train/accuracy"], values["valid/loss"], values["valid/accuracy"],
+                values["test/accuracy"], self.lam_text)
+    if is_best:
+      self.best_due = (step, {"valid_accuracy": values["valid/accuracy"]})
+    if stop:
+      self.status = {"status": "early_stopped", "reason": (
+          f"no better validation accuracy for {c.early_stopping.patience} evaluations")}
+
+  def checkpoint(self) -> None:
+    """The latest checkpoint when due (or when the run ends early), then a due best one."""
+    step = self.step
+    if (step > 0 and self.schedule.every_epochs(step, self.config.checkpoint_every_epochs)) or (
+        self.status["status"] != "finished"):
+      tree = {"state": self.state, "init_params": self.init_params,
+              "pairs": self.placeholders["pairs"] if self.pairs is None else self.pairs,
+              "new_directions": (self.placeholders["new_directions"]
+                                 if self.new_directions is None else self.new_directions)}
+      meta = {"loop": dataclasses.asdict(self.loop), "has_pairs": self.pairs is not None,
+              "has_new_directions": self.new_directions is not None}
+      self.checkpoints.save(step, tree, meta)
+    if self.best_due is not None:  # after the latest: see sharp_dirs.engine.checkpoint
+      self.checkpoints.save_best(self.best_due[0], {"params": self.state.params,
+                                                    "model_state": self.state.model_state},
+                                 self.best_due[1])
+      self.best_due = None
+
+  def train(self) -> bool:
+    """One train step; False once the previous step's loss is not finite (checked one step
+    late, so the host never waits for the step it has just dispatched)."""
+    c = self.config
+    batch = self.full_batch if c.full_batch else next(self.batches)
+    self.state, metrics = self.train_step(self.state, batch, self.new_directions)
+    if self.new_directions is not None:
+      self.new_directions = None
+      self.loop.directions_given += 1
+    self.step += 1
+    self.steps_done += 1
+    self.window.append(metrics)
+    previous_loss = None if self.pending is None else float(self.pending[1])  # waits for it
+    if previous_loss is not None and not math.isfinite(previous_loss):
+      return False
+    self.pending = (self.step, metrics["loss"])
+    if self.step % c.log_every_steps == 0 or self.step == self.schedule.total_steps:
+      self.log_train_window()
+    elif time.perf_counter() - self.last_progress >= PROGRESS_SECONDS:
+      self.progress(previous_loss, None)
+    return True
+
+  def log_train_window(self) -> None:
+    """The mean train metrics since the last log, and a progress line with each part's share."""
+    means = {k: float(np.mean([float(m[k]) for m in self.window])) for k in self.window[0]}
+    now = time.perf_counter()
+    rate = len(self.window) * self.config.batch_size / (now - self.window_started)
+    self.window, self.window_started = [], now
+    if not math.isfinite(means["loss"]):
+      return  # reported at the next step's check, with its exact step
+    self.log({f"train/batch_{k}": v for k, v in means.items()})
+    self.progress(means["loss"], rate)
+
+  def progress(self, loss: Optional[float], rate: Optional[float]) -> None:
+    """A progress line: step, epoch, examples/s, loss, λ_1, time left, each part's share."""
+    self.last_progress = time.perf_counter()
+    left = self.timer.elapsed() / self.steps_done * (self.schedule.total_steps - self.step)
+    logger.info("step %d/%d (epoch %.2f)%s%s  λ_1 %s  left %s  (%s)", self.step,
+                self.schedule.total_steps, self.schedule.epoch(self.step),
+                "" if rate is None else f"  {rate:.0f} examples/s",
+                "" if loss is None else f"  loss {loss:.4f}", self.lam_text, _format_eta(left),
+                self.timer.shares())
+
+  def finish(self) -> dict:
+    """The status (diverged when the last checked loss is not finite), written and returned."""
+    if self.pending is not None and not math.isfinite(float(self.pending[1])):
+      self.step, loss = self.pending[0], float(self.pending[1])
+      self.status = {"status": "diverged", "reason": (
+          f"non-finite training loss {loss} at step {self.step}: lower the learning rate (now "
+          f"{self.config.optimizer.learning_rate * self.loop.lr_multiplier:g}) or clip "
+          "gradients (optimizer.grad_clip_norm)")}
+      self.log({"diverged": 1, "train/batch_loss": loss})
+    self.status.update(step=int(self.step), last=self.last,
+                       seconds={"total": self.timer.elapsed(), **self.timer.seconds})
+    self.writer.write_json("status.json", self.status)
+    self.writer.close()
+    self.checkpoints.close()
+    logger.info("Run %s %s at step %d; time: %s", self.workdir, self.status["status"], self.step,
+                self.timer.shares() or "—")
+    if self.status["status"] == "diverged":
+      logger.warning("Run %s diverged: %s", self.workdir, self.status["reason"])
+    return self.status
+
+
+def make_eval_sets(config, run_data: RunData) -> dict:
+  """{split: padded stacked batches} of the examples each evaluation reads."""
+  e = config.eval
+  return {"train": stack_batches(run_data.train, e.batch_size, e.num_train_examples),
+          "valid": stack_batches(run_data.valid, e.batch_size, e.max_examples),
+          "test": stack_batches(run_data.test, e.batch_size, e.max_examples)}
+
+
+def make_full_batch(config, run_data: RunData, placement=None):
+  """The whole training set as stacked batches on the device(s) (full-batch GD), else None."""
+  if not config.full_batch:
+    return None
+  batches = jax.device_put(stack_batches(run_data.train, config.batch_size)[0])
+  return batches if placement is None else placement.put_batch(batches, batch_dim=1)
 
 
 def initial_tree(config, run_data: RunData):
