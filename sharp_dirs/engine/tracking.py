@@ -9,7 +9,9 @@ At each tracking evaluation (scheduled by ``train.Schedule``) the ``Tracker``
    the L2 term) by Lanczos on the dataset HVP, warm-started from the previous eigenvectors
    (one compiled program serves cold and warm starts; ``tracking.warm_method="block"`` refreshes
    by ``block_refresh.block_refresh`` instead);
-3. logs λ_1..λ_k, relative residuals, the HVPs and seconds spent, η·λ_1 against the stability
+3. logs λ_1..λ_k, each with its estimated sample noise (the std of λ_i over fresh samples of N,
+   ``hessian/noise_i``; ``sample_noise``), relative residuals, the tol used (a fraction of
+   that noise under tol="auto"), the HVPs and seconds spent, η·λ_1 against the stability
    threshold 2(1+m) of SGD with momentum m on a quadratic (the edge-of-stability view), the
    fraction of a minibatch gradient's and of the sample gradient's squared norm inside the
    top-k subspace, and the overlap with the previous top-k subspace;
