@@ -117,8 +117,9 @@ def make_solvers(model, l2: float, k: int, noise_tol: float, max_steps: int, ref
     matvec = hessian.dataset_hvp(loss_fn, params, sample)
     pairs = krylov.top_k_eigenpairs(matvec, tm.normal_like(key, params), k, max_steps,
                                     tol=noise_tol)
+    num_groups = tracking.effective_groups(hessian.check_batches(sample)[0], groups)
     matrices = tracking.group_rayleigh_matrices(
-        loss_fn, params, tracking.split_into_groups(sample, groups), pairs.eigvecs)
+        loss_fn, params, tracking.split_into_groups(sample, num_groups), pairs.eigvecs)
     return (pairs.eigvals, pairs.num_matvecs, tracking.jackknife_noise(matrices,
                                                                        without_replacement))
 
@@ -189,8 +190,9 @@ def main(argv=None):
 
   def draw(point_index, n, s):
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(18), point_index * 7919 + n), s)
-    sample = data.hessian_sample(run_data.train, key, num_examples=n,
-                                 batch_size=min(config.tracking.batch_size, n), augment=augment)
+    batch = min(config.tracking.batch_size, n // args.groups)  # >= G batches: G groups
+    sample = data.hessian_sample(run_data.train, key, num_examples=n, batch_size=batch,
+                                 augment=augment)
     return sample, jax.random.fold_in(key, 1)
 
   print(f"sample noise of λ_1..λ_{args.k}: {config.model} {dict(config.model_kwargs)} on "

@@ -138,8 +138,9 @@ def default_config() -> ConfigDict:
   c.tracking.num_lanczos_steps = 40  # the most HVPs per solve
   c.tracking.tol = 1e-3  # stop once ‖Hu − λu‖ <= tol·|λ| for all k (+ 2 guard pairs); 0 = never
   # The sample noise of λ_i (std over fresh samples of N), estimated at every evaluation by a
-  # grouped jackknife over noise_groups groups of N/G examples (k more HVPs; logged as
-  # hessian/noise_i; sharp_dirs.engine.tracking); 0 = no estimate.
+  # grouped jackknife over G groups of whole batches, G the largest divisor <= noise_groups of
+  # the sample's batches (k more HVPs; logged as hessian/noise_i; sharp_dirs.engine.tracking);
+  # 0 = no estimate (nor is there one when the sample is a single batch).
   c.tracking.noise_groups = 8
   # tol="auto": > 0 sets each solve's tol to this fraction of the last evaluation's relative
   # noise min_i σ_i/|λ_i| (clamped to [1e-4, 1e-1]; tracking.tol for the first evaluation);
@@ -322,24 +323,26 @@ def validate(config: ConfigDict) -> None:
 
 
 def _validate_noise_fields(config: ConfigDict) -> None:
-  """tracking.noise_groups (0, or G >= 2 with a divisor of the sample in [2, G]) and
+  """tracking.noise_groups (0, or G >= 2) and
   tracking.tol_noise_fraction (0, or in (0, 1] with a noise estimate, a tol for the first
   solve and Lanczos refreshes)."""
   t = config.tracking
   groups = _check_positive(config, "tracking.noise_groups", zero_ok=True)
-  examples = -(-t.num_examples // t.batch_size) * t.batch_size
-  if groups and not any(examples % d == 0 for d in range(2, groups + 1)):
-    _fail("tracking.noise_groups", groups, f"must be 0 (no noise estimate) or >= 2 with a "
-          f"divisor in [2, {groups}] of the {examples} examples of each Hessian sample "
-          "(tracking.num_examples rounded up to whole batches; the estimate uses the largest "
-          "such divisor as its number of equal groups), e.g. 8")
+  if groups == 1:
+    _fail("tracking.noise_groups", groups, "must be 0 (no noise estimate) or >= 2 (the most "
+          "groups of whole batches the jackknife splits each sample into), e.g. 8")
+  batches = -(-t.num_examples // t.batch_size)
+  if groups:  # the tracker uses the largest divisor of the batches in [2, G]; none: no estimate
+    groups = max((d for d in range(2, groups + 1) if batches % d == 0), default=0)
   fraction = _check_positive(config, "tracking.tol_noise_fraction", (int, float), zero_ok=True)
   if fraction > 1:
     _fail("tracking.tol_noise_fraction", fraction, "must be in (0, 1] (0.1: solve until the "
           "solver's error is a tenth of the sample noise) or 0 for the fixed tracking.tol")
   if fraction and not groups:
-    _fail("tracking.tol_noise_fraction", fraction, "tol='auto' needs the noise estimate: set "
-          "tracking.noise_groups >= 2 (e.g. 8), or tol_noise_fraction=0")
+    _fail("tracking.tol_noise_fraction", fraction, f"tol='auto' needs the noise estimate: set "
+          f"tracking.noise_groups >= 2 (e.g. 8) with a divisor in [2, noise_groups] of the "
+          f"{batches} batches of each sample (lower tracking.batch_size), or "
+          "tol_noise_fraction=0")
   if fraction and not t.tol:
     _fail("tracking.tol", t.tol, "must be > 0 with tracking.tol_noise_fraction > 0 (it is the "
           "first evaluation's tolerance, before any noise estimate; 1e-3 is safe)")

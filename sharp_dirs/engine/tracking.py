@@ -62,7 +62,7 @@ def _unit_pairs(params, k: int) -> krylov.Eigenpairs:
 # sample of N to another (bench/bench_sample_noise.py measures it directly; bench/RESULTS.md).
 #
 # Estimate (a grouped jackknife in the top-k Ritz subspace): split the sample into G groups of
-# N/G examples, project each group's Hessian onto the sample's top-k eigenvectors U,
+# N/G examples (whole batches), project each group's Hessian onto the sample's top-k eigenvectors U,
 # M_g = Uᵀ H_g U (k × k; k HVPs over the sample in all), and take the eigenvalues of the
 # leave-one-group-out means M_(−g) = (G·M̄ − M_g)/(G − 1). The jackknife variance
 #     Var̂(λ_i) = (G − 1)/G · Σ_g (λ_i(M_(−g)) − mean_g λ_i(M_(−g)))²
@@ -76,24 +76,23 @@ def _unit_pairs(params, k: int) -> krylov.Eigenpairs:
 AUTO_TOL_RANGE = (1e-4, 1e-1)
 
 
-def effective_groups(num_examples: int, requested: int) -> int:
-  """The number of jackknife groups for a sample of ``num_examples``: the largest divisor of it
-  in [2, requested] (so the groups are equal), or 0 (no estimate) when there is none."""
-  return max((d for d in range(2, requested + 1) if num_examples % d == 0), default=0)
+def effective_groups(num_batches: int, requested: int) -> int:
+  """The number of jackknife groups for a sample of ``num_batches`` stacked batches: the
+  largest divisor of it in [2, requested] (equal groups of whole batches), or 0 (no estimate)
+  when there is none, e.g. a sample of one batch."""
+  return max((d for d in range(2, requested + 1) if num_batches % d == 0), default=0)
 
 
 def split_into_groups(sample: PyTree, num_groups: int) -> PyTree:
-  """Stacked batches [B, b, ...] (N = B·b examples) as G groups [G, N/(G·s), s, ...] of N/G
-  consecutive examples each, streamed in sub-batches of s (the largest divisor of N/G <= b)."""
-  num, size = hessian.check_batches(sample)
-  n = num * size
-  if num_groups < 2 or n % num_groups:
-    raise ValueError(f"num_groups={num_groups} must be >= 2 and divide the sample's {n} "
-                     "examples (effective_groups(n, G) picks such a number).")
-  per_group = n // num_groups
-  sub = max(d for d in range(1, min(size, per_group) + 1) if per_group % d == 0)
-  return jax.tree.map(
-      lambda x: x.reshape((num_groups, per_group // sub, sub) + x.shape[2:]), sample)
+  """Stacked batches [B, b, ...] as G groups [G, B/G, b, ...] of B/G whole batches each.
+
+  Only the leading (batch-of-batches) axis is split, so a sample sharded over a mesh's data
+  axis (axis 1) keeps its sharding."""
+  num, _ = hessian.check_batches(sample)
+  if num_groups < 2 or num % num_groups:
+    raise ValueError(f"num_groups={num_groups} must be >= 2 and divide the sample's {num} "
+                     "batches (effective_groups(B, G) picks such a number).")
+  return jax.tree.map(lambda x: x.reshape((num_groups, num // num_groups) + x.shape[1:]), sample)
 
 
 def group_rayleigh_matrices(loss_fn: LossFn, params: PyTree, groups: PyTree,
@@ -174,8 +173,7 @@ class Tracker:
           placement.replicated))
 
     auto = t.get("tol_noise_fraction", 0.0) > 0
-    groups = effective_groups(-(-t.num_examples // t.batch_size) * t.batch_size,
-                              t.get("noise_groups", 0))
+    groups = effective_groups(-(-t.num_examples // t.batch_size), t.get("noise_groups", 0))
     self.noise_groups = groups  # G actually used (0: no estimate)
 
     def solve(params, model_state, sample, key, init, warm, tol, without_replacement):
