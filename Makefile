@@ -28,8 +28,9 @@ data: $(VENV)/.installed
 	fi
 	$(PYTHON) -m sharp_dirs.data prepare
 
+# One pytest worker per core (at most 4; they share one compilation cache, tests/conftest.py).
 test: install
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n auto --maxprocesses=4 tests
 
 demo: install
 	JAX_COMPILATION_CACHE_DIR=$(JAX_CACHE) $(PYTHON) experiments/demo.py

@@ -31,5 +31,5 @@ setuptools.setup(
         "tensorboardX>=2.6",  # sharp_dirs.engine.tensorboard: a run's TensorBoard event files
         "rdata>=0.11",  # the Jane Austen corpus (.rda files, no R)
     ],
-    extras_require={"test": ["pytest>=8.0", "scipy>=1.11", "tensorboard"]},
+    extras_require={"test": ["pytest>=8.0", "pytest-xdist>=3.5", "scipy>=1.11", "tensorboard"]},
 )

@@ -6,12 +6,13 @@ Side by side in one process, on real Fashion-MNIST batches (random ones with --q
    interleaved, median of ``--repeats`` timings each (target: NSGD at most 1.2x SGD on the MLP,
    issue 18; bench/bench_nsgd_step.py splits the difference into its pieces);
 2. one tracking evaluation at the paper's settings (top-K on N fresh augmented examples,
-   warm-started, tol 1e-3) against one epoch of SGD steps (45k/50k examples), i.e. the fraction
+   warm-started, tol 1e-3, or each of ``--tols``) against one epoch of SGD steps (45k/50k examples), i.e. the fraction
    of run time spent tracking at the paper's per-epoch frequency.
 
   .venv/bin/python bench/bench_train.py                       # SimpleCNN root and the MLP
   .venv/bin/python bench/bench_train.py --quick               # tiny smoke run (CI)
   .venv/bin/python bench/bench_train.py --models mlp --warm_methods lanczos,block
+  .venv/bin/python bench/bench_train.py --models mlp --tols 1e-3,1e-1 --noise_groups 0
 """
 
 import json
@@ -42,6 +43,12 @@ _WARM_METHODS = flags.DEFINE_list(
     "warm_methods", ["lanczos"],
     "tracking.warm_method values, each a tracker timed side by side (interleaved).")
 _LINEARIZE = flags.DEFINE_bool("linearize", False, "tracking.linearize of every tracker.")
+_TOLS = flags.DEFINE_list(
+    "tols", ["1e-3"], "tracking.tol values, each a tracker per warm method (interleaved); the "
+    "sample noise (bench_sample_noise.py) says how coarse a tol the figures can afford.")
+_NOISE_GROUPS = flags.DEFINE_integer(
+    "noise_groups", None, "tracking.noise_groups of every tracker (None: the config's; 0: no "
+    "noise estimate, which costs k HVPs per evaluation).")
 
 
 def make_config(model: str):
@@ -61,6 +68,15 @@ def make_config(model: str):
   return c
 
 
+def tracker_variants() -> list[tuple[str, float]]:
+  return [(m, float(t)) for t in _TOLS.value for m in _WARM_METHODS.value]
+
+
+def variant_name(method: str, tol: float) -> str:
+  """A tracker's key: "lanczos" at the first tol (as in earlier runs), "lanczos@0.1" else."""
+  return method if tol == float(_TOLS.value[0]) else f"{method}@{tol:g}"
+
+
 def bench_model(model_name: str) -> dict:
   c = make_config(model_name)
   run_data = train.load_run_data(c)
@@ -73,11 +89,14 @@ def bench_model(model_name: str) -> dict:
     steps[name] = train.make_train_step(c, model, tx)
     states[name] = tree["state"]
   trackers = {}
-  for method in _WARM_METHODS.value:
+  for method, tol in tracker_variants():
     tc = c.copy_and_resolve_references()
     tc.tracking.warm_method = method
+    tc.tracking.tol = tol
     tc.tracking.linearize = _LINEARIZE.value
-    trackers[method] = tracking.Tracker(tc, model, run_data)
+    if _NOISE_GROUPS.value is not None:
+      tc.tracking.noise_groups = _NOISE_GROUPS.value
+    trackers[variant_name(method, tol)] = tracking.Tracker(tc, model, run_data)
   state = jax.tree.map(jnp.copy, states["sgd"])  # the train steps donate their input states
   for tracker in trackers.values():  # compile, cold
     pairs, _, _ = tracker.evaluate(state.params, state.model_state, 0, 0, 0.01)
@@ -124,9 +143,9 @@ def main(argv):
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}))
     print(f"{model}: SGD step {r['sgd_step_s'] * 1e3:.1f} ms, NSGD step "
           f"{r['nsgd_step_s'] * 1e3:.1f} ms (x{r['nsgd_over_sgd']:.3f})")
-    for j, method in enumerate(_WARM_METHODS.value):
+    for j, method in enumerate(variant_name(*v) for v in tracker_variants()):
       sfx = "" if j == 0 else f"_{method}"
-      print(f"  warm_method={method}: one tracking evaluation {r['tracking_s' + sfx]:.1f} s "
+      print(f"  {method}: one tracking evaluation {r['tracking_s' + sfx]:.1f} s "
             f"({r['tracking_hvps' + sfx]} HVPs) = {r['tracking_over_epoch' + sfx]:.2f} epochs of "
             f"SGD -> {100 * r['tracking_fraction' + sfx]:.0f}% of run time at one evaluation "
             "per epoch")

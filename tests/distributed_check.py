@@ -13,6 +13,7 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from conftest import set_field
@@ -121,7 +122,7 @@ def hlo(workdir: str):
       init = tracking._unit_pairs(state.params, c.tracking.k)  # pylint: disable=protected-access
       texts["tracker_solve"] = tracker._solve.lower(  # pylint: disable=protected-access
           state.params, state.model_state, sample, jax.random.PRNGKey(0), init,
-          False).compile().as_text()
+          False, jnp.float32(1e-3), jnp.float32(1.0)).compile().as_text()
       gathered = jax.device_put(batch, placement.replicated)
       texts["gathered_control"] = step.lower(state, gathered, None).compile().as_text()
       out["sample"] = {"spec": str(sample["image"].sharding.spec),

@@ -233,7 +233,7 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path):
 
 def test_a_killed_writer_does_not_leave_the_lock_stuck(tmp_path):
   child = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from sharp_dirs import rundir; "
+      [sys.executable, "-c", "import sys, time; from sharp_dirs.engine import rundir; "
        "lock = rundir.RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)",
        str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
   try:

@@ -1,7 +1,8 @@
 """Vector arithmetic on pytrees: parameters, gradients and Krylov vectors share one shape.
 
-What ``optax.tree`` has (vdot, norm, add, sub, cast) is taken from there; what is here
-keeps each leaf's dtype (scale, axpy), draws random vectors in one op, or works on stacks.
+What ``optax.tree`` has (vdot, add, sub, cast) is taken from there; what is here keeps each
+leaf's dtype (scale, axpy), computes sizes and norms where optax's do not fit, draws random
+vectors in one op, or works on stacks.
 
 A "vector" here is any pytree of arrays (for example a flax params dict); a "stack" of vectors
 is the same pytree whose leaves carry one extra leading axis ``[n, *leaf.shape]``.
@@ -16,15 +17,19 @@ from sharp_dirs.types import PyTree
 
 
 # The operations optax.tree already provides, used from there: <a, b> summed over leaves (each
-# leaf's vdot at the highest precision), the Euclidean norm of all leaves, a + b, a − b, and
-# each leaf cast to the dtype of the matching leaf of a reference tree (cast) or to one dtype
-# (astype).
+# leaf's vdot at the highest precision), a + b, a − b, and each leaf cast to the dtype of the
+# matching leaf of a reference tree (cast) or to one dtype (astype).
 vdot = optax.tree.vdot
-norm = optax.tree.norm
 add = optax.tree.add
 sub = optax.tree.sub
 cast = optax.tree.cast_like
 astype = optax.tree.cast
+
+
+def norm(a: PyTree) -> jax.Array:
+  """Euclidean norm ‖a‖ of the concatenation of all leaves. Not ``optax.tree.norm``, which
+  fails on parameters sharded over a mesh with explicit axes (tests/test_distributed.py)."""
+  return jnp.sqrt(vdot(a, a))
 
 
 def size(a: PyTree) -> int:
