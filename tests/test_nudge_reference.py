@@ -98,7 +98,10 @@ def test_updates_match_the_recorded_reference(name):
   want = np.load(REFERENCE)[name]
   got = run_case(name)
   assert np.all(np.isfinite(got))
-  np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)  # updates are ~1e-2
+  # Updates are ~1e-2. Rounding alone moves them by up to ~1e-5 through the Lanczos refresh (XLA's
+  # optimization level, or tree_math.norm's summation order, which changed after the recording);
+  # a change of logic moves them by far more.
+  np.testing.assert_allclose(got, want, rtol=0, atol=3e-5)
 
 
 def test_public_signatures_repeat_the_options_defaults():
