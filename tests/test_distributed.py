@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import set_field
+from conftest import set_field, with_test_xla_flags
 from sharp_dirs.engine import config as config_lib
 from sharp_dirs.engine import metrics_io
 from sharp_dirs.engine import train
@@ -27,7 +27,8 @@ ROOT = HERE.parent
 
 
 def env_with(devices: int) -> dict:
-  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  return dict(os.environ, XLA_FLAGS=with_test_xla_flags(
+                  f"--xla_force_host_platform_device_count={devices}"),
               JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT)]))
 
 

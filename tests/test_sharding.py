@@ -9,14 +9,16 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import with_test_xla_flags
+
 HERE = pathlib.Path(__file__).parent
 
 
 @pytest.mark.parametrize("axis_type", ["Auto", "Explicit"])
 def test_sharded_batches_give_the_same_eigenpairs_with_every_option(axis_type):
   """Default options, a tol stop, a warm start (init=) and linearize=True, each on the mesh."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE))
+  flags = with_test_xla_flags("--xla_force_host_platform_device_count=4")
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", PYTHONPATH=str(HERE))
   out = subprocess.run([sys.executable, str(HERE / "sharded_check.py"), axis_type], env=env,
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
