@@ -97,6 +97,11 @@ def test_fashion_mnist_builder_on_tiny_idx(tmp_path, no_download):
     # tfds' generic decoding of the same data source agrees with the fast path.
     generic = catalog.read_all(builder.as_data_source(split=split), ("image", "label"))
     np.testing.assert_array_equal(generic["image"], got["image"])
+    # Read once per process: the same read-only arrays again, until the files change.
+    assert fashion_mnist.read_split(builder, split) is got
+    assert not got["image"].flags.writeable and not got["label"].flags.writeable
+  os.utime(builder.data_dir, (0, 1.0))  # as if prepared again
+  assert fashion_mnist.read_split(builder, "test") is not got
   ds = data.load_dataset("fashion_mnist", data_dir=data_dir, source_dir="/nonexistent",
                          num_valid=10, data_seed=3)  # prepared already: IDX dir not needed
   assert (len(ds.train["label"]), len(ds.valid["label"]), len(ds.test["label"])) == (20, 10, 10)

@@ -76,15 +76,13 @@ def finite_series(run, key):
 
 
 @pytest.mark.parametrize("name, variant, keys", [
-    ("noise_grid", "cpu", ["hessian/lambda_1", "hessian/lambda_2", "eos/eta_lambda_max",
-                           "hessian/grad_fraction_batch", "hessian/overlap_previous"]),
+    # noise_grid: checked on the run of test_tracking_schedule_zooms_then_goes_per_epoch
     ("general_shape", "cpu", ["hessian/lambda_3", "train/accuracy", "valid/accuracy"]),
     ("sharp_analysis", "cpu", ["step_loss_change/e1/x1", "step_loss_change/full_step/x0.5",
                                "cross_section/width_e1"]),
     ("alignment", "cpu", ["alignment/mean_abs_cos", "alignment/random_baseline",
                           "train/accuracy"]),
-    ("nsgd", "cpu", ["hessian/frobenius", "hessian/frobenius_as_in_paper", "test/accuracy",
-                     "distance_from_init"]),
+    # nsgd: checked on the full run of test_a_killed_run_resumes_to_the_same_metrics_and_params
     ("edge_of_stability", "cpu", ["eos/eta_lambda_max", "train/batch_loss"]),
     ("rescaling", "only_top,cpu", ["hessian/lambda_1", "train/loss"]),
 ])
@@ -92,7 +90,19 @@ def test_cpu_variant_runs_and_logs_what_its_figures_need(tmp_path, name, variant
   _, c = load_config(name, variant)
   status = train.train_and_evaluate(shrink(c), str(tmp_path))
   assert status["status"] == "finished", status
+  check_variant_run(str(tmp_path), c, keys)
   run = metrics_io.read_run(str(tmp_path))
+  if name == "sharp_analysis":
+    (step, arrays), *_ = run.arrays("cross_section")
+    assert arrays["losses"].shape == (2, len(c.analyses.cross_section.offsets))
+    (_, change), *_ = run.arrays("step_loss_change")
+    assert change["relative_change"].shape == (c.tracking.k + 2, 5)
+
+
+def check_variant_run(workdir: str, c, keys) -> None:
+  """A finished run of config c logged finite ``keys`` (and λ_1, the validation loss) and
+  timed each part of its loop."""
+  run = metrics_io.read_run(workdir)
   for key in keys + ["hessian/lambda_1", "valid/loss"]:
     if key.startswith("cross_section/width"):  # inf: the loss does not rise within the grid
       assert not np.isnan(run.series(key)[1]).any() and run.series(key)[1].size, key
@@ -103,11 +113,6 @@ def test_cpu_variant_runs_and_logs_what_its_figures_need(tmp_path, name, variant
   seconds = run.status["seconds"]  # each part of the loop timed, within the run's wall time
   assert seconds["train"] > 0 and seconds["track"] > 0 and seconds["evaluate"] > 0
   assert sum(v for k, v in seconds.items() if k != "total") <= seconds["total"]
-  if name == "sharp_analysis":
-    (step, arrays), *_ = run.arrays("cross_section")
-    assert arrays["losses"].shape == (2, len(c.analyses.cross_section.offsets))
-    (_, change), *_ = run.arrays("step_loss_change")
-    assert change["relative_change"].shape == (c.tracking.k + 2, 5)
 
 
 def test_tracking_schedule_zooms_then_goes_per_epoch(tmp_path):
@@ -116,6 +121,9 @@ def test_tracking_schedule_zooms_then_goes_per_epoch(tmp_path):
   c.tracking.zoom_epochs = 1.0
   c.tracking.zoom_every_examples = 128  # every 2 steps of 64 during the first epoch
   train.train_and_evaluate(c, str(tmp_path))
+  # The noise_grid cpu variant's keys (its case of test_cpu_variant_runs_and_logs_...).
+  check_variant_run(str(tmp_path), c, ["hessian/lambda_2", "eos/eta_lambda_max",
+                                       "hessian/grad_fraction_batch", "hessian/overlap_previous"])
   steps, lam = finite_series(metrics_io.read_run(str(tmp_path)), "hessian/lambda_1")
   np.testing.assert_array_equal(steps, [0, 2, 4, 8, 12])  # 4 steps per epoch of 256
   run = metrics_io.read_run(str(tmp_path))
@@ -155,6 +163,9 @@ def test_a_killed_run_resumes_to_the_same_metrics_and_params(tmp_path):
   c.plateau.patience = 1
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   train.train_and_evaluate(c, full)
+  # The nsgd cpu variant's keys (its case of test_cpu_variant_runs_and_logs_what_its_figures_need).
+  check_variant_run(full, c, ["hessian/frobenius", "hessian/frobenius_as_in_paper",
+                              "test/accuracy", "distance_from_init"])
   # Killed mid-epoch 2 (after its checkpoint at step 4, before the one at step 8): rows and
   # arrays logged after step 4 must be replaced by the resumed run's.
   assert train.train_and_evaluate(c, killed, stop_at_step=6)["status"] == "stopped"
