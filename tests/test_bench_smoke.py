@@ -1,6 +1,7 @@
 """Smoke tests of the benchmark scripts: they run end to end at tiny sizes (numbers not read)."""
 
 import importlib.util
+import json
 import math
 import os
 import pathlib
@@ -129,3 +130,16 @@ def test_bench_sample_noise_quick(capsys, tmp_path):
     assert all(s > 0 and math.isfinite(r) for s, r in zip(d["std"], d["estimate_over_std"]))
   solver = point["sizes"][64]["solver"]
   assert solver["0.01"]["steps"] >= solver["0.1"]["steps"]
+
+
+def test_bench_nsgd_step_quick(capsys):
+  """bench_nsgd_step.py --quick: every piece times positive, and NSGD's step between refreshes
+  compiles to no more conditionals or loops than SGD's (the refresh is not traced into it)."""
+  out = load_script("bench_nsgd_step").main(["--quick", "--repeats", "2", "--k", "2"])
+  text = capsys.readouterr().out
+  nsgd_part, sgd_part = text.split("NSGD step HLO:", 1)[1].split("| SGD step HLO:", 1)
+  nsgd_hlo, sgd_hlo = json.loads(nsgd_part), json.loads(sgd_part.splitlines()[0])
+  for op in ("conditional", "while"):  # as many as SGD's (the tests' unoptimized compiles keep
+    assert nsgd_hlo[op] == sgd_hlo[op], (op, nsgd_hlo, sgd_hlo)  # a while that XLA removes)
+  assert all(out[f"{name}_ms"] > 0 for name in ("sgd_step", "nsgd_step", "project", "read_E"))
+  assert out["nsgd_over_sgd"] > 0 and out["K"] == 2
