@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 # XLA's CPU fusion emitters compile these many small programs about 40% slower than the older
-# elemental emitters (the same math: the tests' references are independent of it). Set before
-# jax starts its CPU backend; the tests' subprocesses inherit it (``with_test_xla_flags``).
-TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+# elemental emitters (the same math: the tests' references are independent of it), and codegen
+# split over threads is ~5% slower than one piece when the workers already use every core. Set
+# before jax starts its CPU backend; subprocesses inherit them (``with_test_xla_flags``).
+TEST_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
 
 
 def with_test_xla_flags(flags: str = "") -> str:
