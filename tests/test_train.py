@@ -90,8 +90,7 @@ def test_cpu_variant_runs_and_logs_what_its_figures_need(tmp_path, name, variant
   _, c = load_config(name, variant)
   status = train.train_and_evaluate(shrink(c), str(tmp_path))
   assert status["status"] == "finished", status
-  check_variant_run(str(tmp_path), c, keys)
-  run = metrics_io.read_run(str(tmp_path))
+  run = check_variant_run(str(tmp_path), c, keys)
   if name == "sharp_analysis":
     (step, arrays), *_ = run.arrays("cross_section")
     assert arrays["losses"].shape == (2, len(c.analyses.cross_section.offsets))
@@ -99,9 +98,9 @@ def test_cpu_variant_runs_and_logs_what_its_figures_need(tmp_path, name, variant
     assert change["relative_change"].shape == (c.tracking.k + 2, 5)
 
 
-def check_variant_run(workdir: str, c, keys) -> None:
+def check_variant_run(workdir: str, c, keys) -> metrics_io.Run:
   """A finished run of config c logged finite ``keys`` (and λ_1, the validation loss) and
-  timed each part of its loop."""
+  timed each part of its loop; returns the run read."""
   run = metrics_io.read_run(workdir)
   for key in keys + ["hessian/lambda_1", "valid/loss"]:
     if key.startswith("cross_section/width"):  # inf: the loss does not rise within the grid
@@ -113,6 +112,7 @@ def check_variant_run(workdir: str, c, keys) -> None:
   seconds = run.status["seconds"]  # each part of the loop timed, within the run's wall time
   assert seconds["train"] > 0 and seconds["track"] > 0 and seconds["evaluate"] > 0
   assert sum(v for k, v in seconds.items() if k != "total") <= seconds["total"]
+  return run
 
 
 def test_tracking_schedule_zooms_then_goes_per_epoch(tmp_path):
@@ -122,11 +122,11 @@ def test_tracking_schedule_zooms_then_goes_per_epoch(tmp_path):
   c.tracking.zoom_every_examples = 128  # every 2 steps of 64 during the first epoch
   train.train_and_evaluate(c, str(tmp_path))
   # The noise_grid cpu variant's keys (its case of test_cpu_variant_runs_and_logs_...).
-  check_variant_run(str(tmp_path), c, ["hessian/lambda_2", "eos/eta_lambda_max",
-                                       "hessian/grad_fraction_batch", "hessian/overlap_previous"])
-  steps, lam = finite_series(metrics_io.read_run(str(tmp_path)), "hessian/lambda_1")
+  run = check_variant_run(str(tmp_path), c, ["hessian/lambda_2", "eos/eta_lambda_max",
+                                             "hessian/grad_fraction_batch",
+                                             "hessian/overlap_previous"])
+  steps, lam = finite_series(run, "hessian/lambda_1")
   np.testing.assert_array_equal(steps, [0, 2, 4, 8, 12])  # 4 steps per epoch of 256
-  run = metrics_io.read_run(str(tmp_path))
   _, warm = run.series("hessian/warm")
   np.testing.assert_array_equal(warm, [0, 1, 1, 1, 1])
 

@@ -110,21 +110,23 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield i, {"image": images[i, :, :, None], "label": int(labels[i])}
 
 
-# read_split's results in this process, by (builder dir, its mtime, split): runs launched one
-# after another in one process (a notebook, a test session) parse the 70k records once.
-_READ_CACHE: dict[tuple[str, float, str], dict[str, np.ndarray]] = {}
+# read_split's last result per (builder dir, split), with the dir's mtime when it was read:
+# runs launched one after another in one process (a notebook, a test session) parse the 70k
+# records once, and a dataset prepared again replaces its entry.
+_READ_CACHE: dict[tuple[str, str], tuple[float, dict[str, np.ndarray]]] = {}
 
 
 def read_split(builder: FashionMnistIdx, split: str) -> dict[str, np.ndarray]:
   """{'image': uint8 [N, 28, 28, 1], 'label': int64 [N]} of a prepared split (read-only arrays,
   kept for the next call in this process until the prepared files change)."""
-  key = (builder.data_dir, os.path.getmtime(builder.data_dir), split)
-  if key not in _READ_CACHE:
+  key, mtime = (builder.data_dir, split), os.path.getmtime(builder.data_dir)
+  cached = _READ_CACHE.get(key)
+  if cached is None or cached[0] != mtime:
     arrays = _parse_split(builder, split)
     for array in arrays.values():
       array.flags.writeable = False
-    _READ_CACHE[key] = arrays
-  return _READ_CACHE[key]
+    cached = _READ_CACHE[key] = (mtime, arrays)
+  return cached[1]
 
 
 def _parse_split(builder: FashionMnistIdx, split: str,
