@@ -26,10 +26,12 @@ def main():
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--k", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--features", type=int, default=32,
+                      help="SimpleCNN width (32: the root; the smoke test's tiny run uses 2)")
   args = parser.parse_args()
 
   dataset = data.load_dataset("fashion_mnist")
-  model = models.get_model("simple_cnn_root")
+  model = models.get_model("simple_cnn_root", features=args.features)
   key = jax.random.PRNGKey(0)
   params, state = models.init_model(model, key, jax.tree.map(lambda x: x[:2], dataset.train))
   loss_fn = models.make_loss_fn(model, state, train=False)
@@ -40,7 +42,7 @@ def main():
           linearize=linearize)))(linearize)
       for name, linearize in (("jvp", False), ("linearize", True))}
   print(f"jax {jax.__version__}, {jax.default_backend()}, load average {os.getloadavg()[0]:.1f};"
-        f" SimpleCNN root, {args.examples} examples, {args.steps} Lanczos steps, k={args.k}")
+        f" SimpleCNN root (features {args.features}), {args.examples} examples, {args.steps} Lanczos steps, k={args.k}")
   temp = {}
   for name, linearize in (("jvp", False), ("linearize", True)):
     compiled = hessian._hessian_top_k.lower(

@@ -40,6 +40,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "SGD batch size S.")
 _NUM_TRAIN = flags.DEFINE_integer("num_train_examples", 10_000, "Training examples used.")
 _EPOCH_SIZE = flags.DEFINE_integer("epoch_size", 2560, "Examples per epoch.")
 _HESSIAN_EXAMPLES = flags.DEFINE_integer("hessian_examples", 512, "N per Hessian sample.")
+_EVAL_EXAMPLES = flags.DEFINE_integer(
+    "eval_examples", 2000, "Examples of each evaluation set (train, validation, test).")
 _K = flags.DEFINE_integer("k", 2, "Top eigenvalues tracked.")
 _FEATURES = flags.DEFINE_integer("features", 8, "SimpleCNN filters F (the paper: 32).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the runs and summary go.")
@@ -57,6 +59,10 @@ def demo_config(learning_rate: float, num_epochs: int):
   c.epoch_size = _EPOCH_SIZE.value
   c.tracking.k = _K.value
   c.tracking.num_examples = _HESSIAN_EXAMPLES.value
+  # At least two batches (the noise estimate's split-half), so a small N is not rounded up to
+  # one whole batch of 256.
+  c.tracking.batch_size = min(c.tracking.batch_size, -(-_HESSIAN_EXAMPLES.value // 2))
+  c.eval.num_train_examples = c.eval.max_examples = _EVAL_EXAMPLES.value
   c.tracking.zoom_epochs = 1.0
   c.tracking.zoom_every_examples = 256
   c.log_every_steps = 10

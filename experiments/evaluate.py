@@ -31,6 +31,9 @@ _CHECKPOINTS = flags.DEFINE_list("checkpoint", ["best", "last"], "Which checkpoi
 _K = flags.DEFINE_integer("k", 50, "Top eigenvalues.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 5120, "Hessian examples (fresh, augmented).")
 _NUM_PROBES = flags.DEFINE_integer("num_probes", 50, "Gaussian probes of the Frobenius norms.")
+_MAX_EXAMPLES = flags.DEFINE_integer(
+    "max_examples", 0, "Examples per split for the losses and accuracies, the first ones (0: "
+    "the first 10k training examples and the whole validation and test sets).")
 _SEED = flags.DEFINE_integer("seed", 777, "Seed of the sample and the probes (the paper's 777).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Recompute evaluations that exist already.")
 flags.mark_flags_as_required(["workdir"])
@@ -45,8 +48,12 @@ def say(message: str) -> None:
 
 
 def evaluate_checkpoint(workdir: str, which: str, *, k: int, num_examples: int,
-                        num_probes: int, seed: int, progress=say) -> dict:
+                        num_probes: int, seed: int, max_examples: int = 0,
+                        progress=say) -> dict:
   """The table's quantities at one checkpoint ("best" or "last") of a run directory.
+
+  ``max_examples``: the losses and accuracies on the first that many examples of each split
+  (0: the first 10k training examples, the whole validation and test sets).
 
   ``progress(message)`` is told each phase as it starts (the solve is most of the time).
   """
@@ -92,8 +99,9 @@ def evaluate_checkpoint(workdir: str, which: str, *, k: int, num_examples: int,
   }
   progress(f"  ... {time.perf_counter() - start:.0f} s; losses and accuracies ...")
   eval_step = train.make_eval_step(model)
-  for name, split, limit in (("train", run_data.train, 10_000), ("valid", run_data.valid, 0),
-                             ("test", run_data.test, 0)):
+  for name, split, limit in (("train", run_data.train, max_examples or 10_000),
+                             ("valid", run_data.valid, max_examples),
+                             ("test", run_data.test, max_examples)):
     result[f"{name}/loss"], result[f"{name}/accuracy"] = train.evaluate(
         eval_step, params, model_state, train.stack_batches(split, 500, limit))
   result["epoch"] = step / train.make_schedule(config, train.num_examples(run_data.train)
@@ -115,6 +123,8 @@ def main(argv):
                       ("num_probes", _NUM_PROBES.value)):
     if value < 1:
       sys.exit(f"--{name}={value}: must be >= 1.")
+  if _MAX_EXAMPLES.value < 0:
+    sys.exit(f"--max_examples={_MAX_EXAMPLES.value}: must be >= 0 (0: whole splits).")
   failed = []
   total, done, started = len(workdirs) * len(_CHECKPOINTS.value), 0, time.perf_counter()
   for workdir in workdirs:
@@ -136,7 +146,8 @@ def main(argv):
       try:
         result = evaluate_checkpoint(workdir, which, k=_K.value,
                                      num_examples=_NUM_EXAMPLES.value,
-                                     num_probes=_NUM_PROBES.value, seed=_SEED.value)
+                                     num_probes=_NUM_PROBES.value, seed=_SEED.value,
+                                     max_examples=_MAX_EXAMPLES.value)
       except (EvaluationError, config_lib.ConfigError, rundir.RunDirError) as e:
         print(f"Cannot evaluate {which} of {workdir}: {e}", file=sys.stderr, flush=True)
         failed.append(f"{workdir} ({which})")

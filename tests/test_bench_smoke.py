@@ -92,12 +92,12 @@ def test_bench_xla_cpu_quick(capsys, monkeypatch):
 
 
 def test_bench_hessian_solve_tiny():
-  """bench_hessian_solve.py end to end on 8 real examples (it calls the private solve directly,
+  """bench_hessian_solve.py end to end on 8 real examples, a SimpleCNN of width 2 (it calls the private solve directly,
   so it breaks when that signature changes: this keeps it honest)."""
   import subprocess
   import sys
   out = subprocess.run([sys.executable, str(BENCH / "bench_hessian_solve.py"), "--examples=8",
-                        "--steps=3", "--k=1", "--repeats=1"],
+                        "--steps=3", "--k=1", "--repeats=1", "--features=2"],
                        capture_output=True, text=True, timeout=600, env=fast_env())
   assert out.returncode == 0, out.stderr[-2000:]
   assert "| jvp | " in out.stdout and "| linearize | " in out.stdout

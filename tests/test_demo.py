@@ -12,7 +12,8 @@ from sharp_dirs.report import claims
 
 DEMO = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "demo.py"
 TINY = ["--learning_rates=0.2,0.05", "--num_epochs=2", "--num_train_examples=512",
-        "--epoch_size=256", "--hessian_examples=128", "--k=2", "--features=2"]
+        "--epoch_size=256", "--hessian_examples=64", "--eval_examples=256", "--k=2",
+        "--features=2"]
 
 
 def run_demo(*flags):
@@ -54,7 +55,7 @@ def test_demo_trains_tracks_plots_judges_and_summarizes(tmp_path):
   again = run_demo(*flags)
   assert again.returncode == 0 and "reused" in again.stdout and "training" not in again.stdout
   # ... but never a run made with other settings.
-  other = run_demo(*flags, "--hessian_examples=64")
+  other = run_demo(*flags, "--hessian_examples=32")
   assert other.returncode != 0
   assert "holds a run made with other settings" in other.stderr
   assert "tracking.num_examples" in other.stderr

@@ -135,10 +135,10 @@ def test_compiled_programs_hold_per_device_shards_of_the_batch(tmp_path):
 TINY = ["--config=configs/noise_grid.py:cpu", "--config.num_train_examples=256",
         "--config.batch_size=64", "--config.num_epochs=1", "--config.model_kwargs.features=2",
         "--config.epoch_size=0",
-        "--config.tracking.num_examples=128", "--config.tracking.batch_size=64",
+        "--config.tracking.num_examples=64", "--config.tracking.batch_size=32",
         "--config.tracking.num_lanczos_steps=8", "--config.tracking.k=3",
-        "--config.tracking.zoom_epochs=0.0", "--config.eval.num_train_examples=128",
-        "--config.eval.max_examples=128", "--config.eval.batch_size=64",
+        "--config.tracking.zoom_epochs=0.0", "--config.eval.num_train_examples=64",
+        "--config.eval.max_examples=64", "--config.eval.batch_size=64",
         "--config.log_every_steps=2"]
 
 

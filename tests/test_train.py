@@ -30,7 +30,10 @@ def load_config(name: str, variant: str = "cpu"):
 
 
 def shrink(c, *, epochs=2):
-  """A cpu config made tiny: 256 examples, batches of 64, small samples; its structure kept."""
+  """A cpu config made tiny: 256 examples, batches of 64, samples of 64; its structure kept.
+
+  Small samples matter here: a SimpleCNN of 2 filters costs about as much per example as one of
+  8 (XLA's CPU convolutions with few channels are bound by loop overhead, not arithmetic)."""
   c.num_train_examples = 256
   c.num_epochs = epochs
   if c.full_batch:
@@ -45,15 +48,15 @@ def shrink(c, *, epochs=2):
     c.model_kwargs = config_lib.ConfigDict({"features": 2, "dense_features": 16})
   c.tracking.k = min(c.tracking.k, 3)
   c.tracking.num_lanczos_steps = 8
-  c.tracking.num_examples = 128
-  c.tracking.batch_size = 64
+  c.tracking.num_examples = 64  # two batches: the noise estimate's split-half
+  c.tracking.batch_size = 32
   c.tracking.zoom_epochs = min(c.tracking.zoom_epochs, 0.5)
   c.tracking.every_epochs = 1
   c.nsgd.num_directions = min(c.nsgd.num_directions, c.tracking.k)
   c.analyses.step_loss_change.num_trials = 2
-  c.analyses.step_loss_change.num_examples = 128
+  c.analyses.step_loss_change.num_examples = 64
   c.analyses.cross_section.num_trials = 2
-  c.analyses.cross_section.num_examples = 128
+  c.analyses.cross_section.num_examples = 64
   c.analyses.cross_section.directions = (0, 2)
   c.analyses.alignment.num_batches = 2
   c.analyses.frobenius.num_samples = 2
@@ -61,8 +64,8 @@ def shrink(c, *, epochs=2):
   c.analyses.spectral_density.num_draws = 1
   c.analyses.spectral_density.num_steps = 6
   c.eval.every_epochs = 1
-  c.eval.num_train_examples = 128
-  c.eval.max_examples = 128
+  c.eval.num_train_examples = 64
+  c.eval.max_examples = 64
   c.eval.batch_size = 64
   c.log_every_steps = 2
   return c
@@ -327,10 +330,10 @@ def run_script(*args, timeout=600):
 
 TINY = ["--config.num_train_examples=256", "--config.batch_size=64", "--config.num_epochs=1",
         "--config.model_kwargs.features=2", "--config.epoch_size=0",
-        "--config.tracking.num_examples=128",
-        "--config.tracking.batch_size=64", "--config.tracking.num_lanczos_steps=6",
+        "--config.tracking.num_examples=64",
+        "--config.tracking.batch_size=32", "--config.tracking.num_lanczos_steps=6",
         "--config.tracking.k=2", "--config.tracking.zoom_epochs=0.0",
-        "--config.eval.num_train_examples=128", "--config.eval.max_examples=128",
+        "--config.eval.num_train_examples=64", "--config.eval.max_examples=64",
         "--config.eval.batch_size=64"]
 
 
@@ -357,15 +360,15 @@ def test_train_script_rejects_a_bad_override_by_name(tmp_path):
 def test_train_evaluate_scripts_end_to_end(tmp_path):
   workdir = tmp_path / "run"
   out = run_script("experiments/train.py", "--config=configs/noise_grid.py:cpu",
-                   f"--workdir={workdir}", *TINY, "--config.eval.max_examples=0",
-                   "--config.eval.batch_size=1000")  # whole test split, as evaluate.py
+                   f"--workdir={workdir}", *TINY)
   assert out.returncode == 0, out.stderr[-3000:]
   assert json.loads(out.stdout.strip().splitlines()[-1])["status"] == "finished"
   out = run_script("experiments/evaluate.py", f"--workdir={workdir}", "--k=3",
-                   "--num_examples=128", "--num_probes=3")
+                   "--num_examples=64", "--num_probes=3",
+                   "--max_examples=64")  # the test examples the run evaluated
   assert out.returncode == 0, out.stderr[-3000:]
   assert "[1 of 2, " in out.stdout and "[2 of 2, " in out.stdout, out.stdout  # progress
-  assert "top-3 Hessian eigenpairs on 128 examples" in out.stdout, out.stdout
+  assert "top-3 Hessian eigenpairs on 64 examples" in out.stdout, out.stdout
   run = metrics_io.read_run(str(workdir))
   for which in ("best", "last"):
     result = json.load(open(workdir / f"evaluation_{which}.json"))
