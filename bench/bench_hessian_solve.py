@@ -42,7 +42,8 @@ def main():
           linearize=linearize)))(linearize)
       for name, linearize in (("jvp", False), ("linearize", True))}
   print(f"jax {jax.__version__}, {jax.default_backend()}, load average {os.getloadavg()[0]:.1f};"
-        f" SimpleCNN root (features {args.features}), {args.examples} examples, {args.steps} Lanczos steps, k={args.k}")
+        f" SimpleCNN root (features {args.features}), {args.examples} examples, {args.steps}"
+        f" Lanczos steps, k={args.k}")
   temp = {}
   for name, linearize in (("jvp", False), ("linearize", True)):
     compiled = hessian._hessian_top_k.lower(

@@ -133,7 +133,9 @@ def make_solvers(model, l2: float, k: int, noise_tol: float, max_steps: int, ref
 
 
 def fit_exponent(sizes, stds) -> float:
-  """The slope p of log std = c − p·log N (least squares): std ∝ N^(−p)."""
+  """The slope p of log std = c − p·log N (least squares): std ∝ N^(−p); NaN for one size."""
+  if len(set(sizes)) < 2:
+    return float("nan")
   return float(-np.polyfit(np.log(sizes), np.log(stds), 1)[0])
 
 
