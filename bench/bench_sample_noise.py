@@ -13,7 +13,9 @@ solves each for λ_1..λ_k (Lanczos to ``--noise-tol``, far below the noise). Re
   ``krylov.top_k_eigenpairs`` (k + 2 Ritz pairs with relative residual <= tol) step by step
   and compares the Ritz values where it would stop with those of the last step.
 
-Prints a progress line at least every 20 s and writes a JSON of every number.
+Prints a progress line after a solve once 20 s have passed since the last (one solve at
+N = 2,560 takes 30–60 s on 2 cores, the first with its compile) and writes a JSON of every
+number.
 
   python bench/bench_sample_noise.py            # CPU-scale model, η = 0.03 seed-0 noise-grid run
   python bench/bench_sample_noise.py --quick    # a tiny MLP at init (smoke test)
