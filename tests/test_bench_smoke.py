@@ -92,8 +92,8 @@ def test_bench_xla_cpu_quick(capsys, monkeypatch):
 
 
 def test_bench_hessian_solve_tiny():
-  """bench_hessian_solve.py end to end on 8 real examples, a SimpleCNN of width 2 (it calls the private solve directly,
-  so it breaks when that signature changes: this keeps it honest)."""
+  """bench_hessian_solve.py end to end on 8 real examples and a SimpleCNN of width 2 (it calls
+  the private solve directly, so it breaks when that signature changes: this keeps it honest)."""
   import subprocess
   import sys
   out = subprocess.run([sys.executable, str(BENCH / "bench_hessian_solve.py"), "--examples=8",
