@@ -13,8 +13,8 @@ solves each for λ_1..λ_k (Lanczos to ``--noise-tol``, far below the noise). Re
   ``krylov.top_k_eigenpairs`` (k + 2 Ritz pairs with relative residual <= tol) step by step
   and compares the Ritz values where it would stop with those of the last step.
 
-Prints a progress line after a solve once 20 s have passed since the last (one solve at
-N = 2,560 takes 30–60 s on 2 cores, the first with its compile) and writes a JSON of every
+Prints a progress line at least every 20 s (after a solve, and 'still working' while one
+runs longer: a solve at N = 2,560 takes 30–60 s on 2 cores) and writes a JSON of every
 number.
 
   python bench/bench_sample_noise.py            # CPU-scale model, η = 0.03 seed-0 noise-grid run
@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 
 import jax
@@ -47,11 +48,30 @@ TOLS = "1e-1,3e-2,1e-2,1e-3,1e-4"
 
 
 class Progress:
-  """Prints 'what, done/total, elapsed, time left' at most every ``every`` seconds."""
+  """Prints 'what, done/total, elapsed, time left' at most every ``every`` seconds, and from a
+  background thread 'still working' whenever ``every`` seconds pass without a line (one solve
+  can take longer than that), until all the work is done."""
 
   def __init__(self, total: float, every: float = 20.0):
     self.total, self.done, self.every = total, 0.0, every
     self.start = self.last = time.perf_counter()
+    self.current = "starting"
+    threading.Thread(target=self._heartbeat, daemon=True).start()
+
+  def working_on(self, what: str) -> None:
+    self.current = what
+
+  def finish(self) -> None:
+    """All done (the heartbeat stops)."""
+    self.done = self.total
+
+  def _heartbeat(self) -> None:
+    while self.done < self.total:
+      time.sleep(self.every / 4)
+      now = time.perf_counter()
+      if now - self.last >= self.every:
+        self.last = now
+        print(f"  {self.current}: still working, {now - self.start:.0f} s elapsed", flush=True)
 
   def step(self, what: str, work: float) -> None:
     self.done += work
@@ -202,8 +222,8 @@ def main(argv=None):
   print(f"sample noise of λ_1..λ_{args.k}: {config.model} {dict(config.model_kwargs)} on "
         f"{population} training examples; points {list(points)}; N {sizes}; {args.samples} "
         f"samples each; load average {os.getloadavg()[0]:.2f}", flush=True)
-  work = len(points) * (args.samples * sum(sizes) + sum(solver_sizes) * args.ref_steps
-                        / args.max_steps)
+  work = len(points) * (args.samples * sum(sizes) + sum(n for n in solver_sizes if n in sizes)
+                        * args.ref_steps / args.max_steps)
   progress = Progress(work)
   results = {"args": vars(args), "population": population, "points": {},
              "load_average_start": os.getloadavg()}
@@ -214,6 +234,7 @@ def main(argv=None):
       fraction = jnp.float32(max(1.0 - n / population, 0.0))
       for s in range(args.samples):
         sample, key = draw(p_index, n, s)
+        progress.working_on(f"{name} N={n} sample {s + 1}/{args.samples}")
         sec, (values, used, noise) = timing.timed(solve, params, ms, sample, key, fraction)
         lam.append(np.asarray(values, np.float64))
         hvps.append(int(used))
@@ -229,6 +250,7 @@ def main(argv=None):
                   "hvps_mean": float(np.mean(hvps)), "seconds_median": float(np.median(seconds))}
       if n in solver_sizes:
         sample, key = draw(p_index, n, 1000)
+        progress.working_on(f"{name} N={n} reference solve")
         a, b, last = reference(params, ms, sample, key)
         per_n[n]["solver"] = stop_steps_and_errors(a, b, last, args.k, tols)
         progress.step(f"{name} N={n} reference solve", n * args.ref_steps / args.max_steps)
@@ -240,6 +262,7 @@ def main(argv=None):
                                "exponent_without_replacement_removed": exponents_fpc}
     write_json(args.out, results)  # after each point: a partial run keeps what it measured
   results["load_average_end"] = os.getloadavg()
+  progress.finish()
   print_tables(results, sizes, tols, args.k)
   write_json(args.out, results)
   print(f"wrote {args.out}")

@@ -144,3 +144,17 @@ def test_bench_nsgd_step_quick(capsys):
     assert nsgd_hlo[op] == sgd_hlo[op], (op, nsgd_hlo, sgd_hlo)
   assert all(out[f"{name}_ms"] > 0 for name in ("sgd_step", "nsgd_step", "project", "read_E"))
   assert out["nsgd_over_sgd"] > 0 and out["K"] == 2
+
+
+def test_bench_sample_noise_progress_speaks_while_a_solve_runs(capsys):
+  """A solve longer than the progress interval still gets a line, from the heartbeat, which
+  stops once the work is done."""
+  import time  # pylint: disable=g-import-not-at-top
+  progress = load_script("bench_sample_noise").Progress(total=1, every=0.1)
+  progress.working_on("init N=64 sample 1/1")
+  time.sleep(0.5)  # a long solve: no step() call
+  assert "init N=64 sample 1/1: still working" in capsys.readouterr().out
+  progress.step("init N=64 sample 1/1", 1)
+  assert "init N=64 sample 1/1: 100% of the work" in capsys.readouterr().out
+  time.sleep(0.5)
+  assert "still working" not in capsys.readouterr().out
