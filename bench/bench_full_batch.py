@@ -29,19 +29,24 @@ import jax.numpy as jnp  # noqa: E402
 import sharp_dirs  # noqa: E402,F401  (sets the XLA CPU flag before jax starts)
 from sharp_dirs.curvature import conv_layout  # noqa: E402
 from sharp_dirs.engine import config as config_lib  # noqa: E402
+from sharp_dirs.engine import programs  # noqa: E402
 from sharp_dirs.engine import train  # noqa: E402
 
 CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "edge_of_stability.py"
 
 
-def compiled_step(config, model, tx, state, batches, rewrite: bool):
+def compiled_step(config, model, state, batches, rewrite: bool):
   """The engine's step compiled for (state, batches); without ``rewrite`` it is traced with
   ``conv_layout.use_canonical_convs`` patched to False (the step consults it at trace time)."""
-  step = train.make_train_step(config, model, tx)
+  programs.clear_shared()  # traced anew: the two variants must not share one program
+  step = train.make_train_step(config, model)
   if rewrite:
-    return step.lower(state, batches, None).compile()
-  with mock.patch.object(conv_layout, "use_canonical_convs", lambda enable=None: False):
-    return step.lower(state, batches, None).compile()
+    compiled = step.lower(state, batches, None).compile()
+  else:
+    with mock.patch.object(conv_layout, "use_canonical_convs", lambda enable=None: False):
+      compiled = step.lower(state, batches, None).compile()
+  values = programs.hyperparams(config)  # the compiled program takes them last
+  return lambda state, batches, eigenpairs: compiled(state, batches, eigenpairs, values)
 
 
 def main(argv=None):
@@ -66,7 +71,7 @@ def main(argv=None):
   tx = train.make_optimizer(config)
   batches = train.stack_batches(run_data.train, config.batch_size)[0]
   state = train.TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), model_state)
-  steps = {name: compiled_step(config, model, tx, state, batches, name == "rewrite")
+  steps = {name: compiled_step(config, model, state, batches, name == "rewrite")
            for name in ("xla", "rewrite")}
   states = {name: jax.block_until_ready(step(jax.tree.map(jnp.copy, state), batches, None)[0])
             for name, step in steps.items()}   # compile + warm-up

@@ -65,16 +65,17 @@ def engine_steps(c):
     c = c.copy_and_resolve_references()  # each step reads its config when traced
     c.optimizer.name = name
     model, tx, tree = train.initial_tree(c, run_data)
-    out[name] = [train.make_train_step(c, model, tx), tree["state"]]
+    out[name] = [train.make_train_step(c, model), tree["state"]]
   params = out["nsgd"][1].params
   k = c.nsgd.num_directions
   c = c.copy_and_resolve_references()
   c.optimizer.name = "sgd"
   carry = optax.GradientTransformation(lambda p: tm.zeros_stack(k, p),
                                        lambda u, s, p=None: (u, s))
-  tx = optax.chain(carry, train.make_optimizer(c))
+  make_tx = lambda h: optax.chain(carry, train.make_optimizer(c, h))  # noqa: E731
+  tx = make_tx(None)
   state = jax.tree.map(jnp.copy, out["sgd"][1].replace(opt_state=tx.init(params)))  # donated
-  out["sgd_carry_E"] = [train.make_train_step(c, model, tx), state]
+  out["sgd_carry_E"] = [train.make_train_step(c, model, make_tx=make_tx), state]
   draw = tm.normal_like(jax.random.key(0), tm.zeros_stack(k, params))
   q = nudge._orthonormal_rows(draw)  # pylint: disable=protected-access
   pairs = nudge.krylov.Eigenpairs(jnp.arange(k, 0, -1.0), q, jnp.zeros(k), jnp.int32(0))

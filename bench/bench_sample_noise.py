@@ -189,7 +189,7 @@ def setup(args):
     config.model_kwargs = config_lib.ConfigDict({"hidden": (16,)})
     points = {"init": 0}
   else:
-    config = config_lib.ConfigDict(rundir.read_config(args.run))
+    config = config_lib.from_stored(rundir.read_config(args.run))
     points = {n: int(s) for n, s in (p.split(":") for p in args.points.split(","))}
   run_data = train.load_run_data(config)
   params = {name: load_point(args.run, config, run_data, step) for name, step in points.items()}

@@ -84,7 +84,7 @@ def measure(args, n: int) -> list:
   state = train.TrainState(jax.numpy.zeros([], jax.numpy.int32), own, tx.init(own), model_state)
   if placement is not None:
     state = placement.put_tree(state, params)
-  step = train.make_train_step(c, model, tx, placement)
+  step = train.make_train_step(c, model, placement)
   on_device = placement.put_batch(batch) if placement else jax.device_put(batch)
   box = {"state": state}
 

@@ -86,7 +86,7 @@ def bench_model(model_name: str) -> dict:
   for name in ("sgd", "nsgd"):
     c.optimizer.name = name
     model, tx, tree = train.initial_tree(c, run_data)
-    steps[name] = train.make_train_step(c, model, tx)
+    steps[name] = train.make_train_step(c, model)
     states[name] = tree["state"]
   trackers = {}
   for method, tol in tracker_variants():

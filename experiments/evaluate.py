@@ -98,7 +98,7 @@ def evaluate_checkpoint(workdir: str, which: str, *, k: int, num_examples: int,
       "distance_from_init": float(tm.norm(tm.sub(params, last["init_params"]))),
   }
   progress(f"  ... {time.perf_counter() - start:.0f} s; losses and accuracies ...")
-  eval_step = train.make_eval_step(model)
+  eval_step = train.make_eval_step(config, model)
   for name, split, limit in (("train", run_data.train, max_examples or 10_000),
                              ("valid", run_data.valid, max_examples),
                              ("test", run_data.test, max_examples)):

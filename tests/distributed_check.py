@@ -117,13 +117,13 @@ def hlo(workdir: str):
     tree = placement.put_tree(tree, tree["init_params"])
     state = tree["state"]
     batch = jax.tree.map(lambda x: x[:c.batch_size], run_data.train)
-    step = train.make_train_step(c, model, tx, placement)
+    step = train.make_train_step(c, model, placement)
     texts = {"train_step": step.lower(state, batch, None).compile().as_text()}
     if name == "data":
       tracker = tracking.Tracker(c, model, run_data, placement=placement)
       sample = tracker.sample(0, c.tracking.num_examples, c.tracking.batch_size)
       init = tracking._unit_pairs(state.params, c.tracking.k)  # pylint: disable=protected-access
-      texts["tracker_solve"] = tracker._solve.lower(  # pylint: disable=protected-access
+      texts["tracker_solve"] = tracker.programs.solve.lower(
           state.params, state.model_state, sample, jax.random.PRNGKey(0), init,
           False, jnp.float32(1e-3), jnp.float32(1.0)).compile().as_text()
       gathered = jax.device_put(batch, placement.replicated)

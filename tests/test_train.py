@@ -231,7 +231,7 @@ def test_full_batch_gradient_is_the_mean_over_the_training_set(variant):
   state = train.TrainState(jnp.zeros([], jnp.int32), params, tx.init(params), model_state)
   before = jax.tree.map(jnp.copy, params)
   batches = train.stack_batches(run_data.train, c.batch_size)[0]
-  step = train.make_train_step(c, model, tx)
+  step = train.make_train_step(c, model)
   if variant == "simple_cnn":
     assert conv_layouts(step.lower(state, batches, None).as_text()) == {CANONICAL_2D}
   state, metrics = step(state, batches, None)

@@ -35,8 +35,10 @@ class ConfigError(ValueError):
 
 
 def given_kwargs(kwargs) -> dict:
-  """The entries of a kwargs field (model_kwargs, optimizer.kwargs) that are not None."""
-  return {k: v for k, v in dict(kwargs).items() if v is not None}
+  """The entries of a kwargs field (model_kwargs, optimizer.kwargs) that are not None, lists
+  as tuples (a config.json stores tuples as lists; a flax module's fields must hash)."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in dict(kwargs).items()
+          if v is not None}
 
 
 def _check_finite(node: Any, prefix: str = "") -> None:
@@ -201,6 +203,24 @@ def default_config() -> ConfigDict:
   c.init_from_step = -1  # ... at this step (-1: its latest checkpoint) ...
   c.init_from_epoch = -1.0  # ... or at the last checkpoint at or before this epoch (>= 0)
   return c
+
+
+def from_stored(stored: dict) -> ConfigDict:
+  """A run's stored config.json as a full config: ``default_config()`` with the stored values
+  written over it, so a field added to the schema after the run started reads its one default
+  (stored fields the schema no longer has are kept as they are)."""
+  config = default_config()
+  with config.unlocked():
+    _merge(config, stored)
+  return config
+
+
+def _merge(node: ConfigDict, values: dict) -> None:
+  for key, value in values.items():
+    if isinstance(value, dict) and isinstance(node.get(key), ConfigDict) and value:
+      _merge(node[key], value)
+    else:
+      node[key] = value
 
 
 def parse_variant(arg: Any, allowed: tuple) -> set:

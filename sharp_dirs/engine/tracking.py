@@ -21,7 +21,7 @@ At each tracking evaluation (scheduled by ``train.Schedule``) the ``Tracker``
 
 import math
 import time
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,7 @@ from sharp_dirs.curvature import hessian
 from sharp_dirs.curvature import krylov
 from sharp_dirs.curvature import spectral
 from sharp_dirs.curvature import tree_math as tm
+from sharp_dirs.engine import programs
 from sharp_dirs.models import loss as model_loss
 from sharp_dirs.types import LossFn, PyTree
 
@@ -150,92 +151,121 @@ def auto_tol(relative_noise: Optional[float], fraction: float, first_tol: float)
   return float(min(max(fraction * relative_noise, low), high))
 
 
+class Programs(NamedTuple):
+  """The tracker's jitted functions (``make_programs``), shared by the runs of a family."""
+  solve: Callable
+  step_loss_change: Callable
+  cross_section: Callable
+  alignment: Callable
+  frobenius: Callable
+  density: Callable
+
+
+def make_programs(config, model, placement=None) -> Programs:
+  """The tracker's jitted functions for ``config``; they read only fields of its
+  ``programs.program_key`` (keys and the learning rate come in as arguments), from a copy
+  (they are traced at their first call)."""
+  config = config.copy_and_resolve_references()
+  t, l2 = config.tracking, config.l2
+  if placement is None:
+    jit = solve_jit = jax.jit
+  else:  # small results replicated (every process reads them), eigenvectors like the params
+    jit = lambda fn: placement.jit(fn, out_shardings_fn=lambda args: placement.replicated)
+    solve_jit = lambda fn: placement.jit(fn, out_shardings_fn=lambda args: (
+        krylov.Eigenpairs(placement.replicated, placement.stacked_shardings(args[0]),
+                          placement.replicated, placement.replicated), placement.replicated,
+        placement.replicated))
+  auto = t.tol_noise_fraction > 0
+  groups = noise_groups(config)
+
+  def solve(params, model_state, sample, key, init, warm, tol, without_replacement):
+    """One program for cold (warm=False) and warm starts: compiled once per run. ``tol`` is
+    traced under tol="auto" (a new tolerance each evaluation, no recompile), else unused."""
+    tol = tol if auto else (t.tol or None)
+    loss_fn = curvature_loss_fn(model, model_state, l2)
+    start_key, noise_key = jax.random.split(key)
+    v0 = jax.tree.map(lambda w, c: jnp.where(warm, w, c),
+                      tm.cast(krylov.warm_start_vector(init, noise_key), params),
+                      tm.normal_like(start_key, params))
+    matvec = hessian.dataset_hvp(loss_fn, params, sample, linearize=t.linearize)
+    lanczos = lambda v0: krylov.top_k_eigenpairs(  # noqa: E731
+        matvec, v0, t.k, t.num_lanczos_steps, which=t.which, tol=tol)
+    if t.warm_method == "block":  # warm: block refresh; cold: Lanczos
+      pairs = jax.lax.cond(warm, lambda: block_refresh.block_refresh(
+          jax.vmap(matvec), hessian.start_block(init, noise_key, params, t.k + 2), t.k,
+          tol=t.tol, which=t.which, matvec=matvec, fallback_steps=t.num_lanczos_steps,
+          key=noise_key), lambda: lanczos(tm.normal_like(start_key, params)))
+    else:
+      pairs = lanczos(v0)
+    g_batch = jax.grad(loss_fn)(params, hessian.first_batch(sample))
+    g_sample = hessian.mean_grad(loss_fn, params, sample)
+    stats = {
+        "grad_fraction_batch": analyses.gradient_fraction_in_subspace(g_batch, pairs.eigvecs),
+        "grad_fraction_sample": analyses.gradient_fraction_in_subspace(g_sample,
+                                                                        pairs.eigvecs)}
+    overlap = analyses.mean_squared_principal_cosine(init.eigvecs, pairs.eigvecs)
+    stats["overlap_previous"] = jnp.where(warm, overlap, jnp.nan)
+    noise = jnp.full([t.k], jnp.nan)
+    if groups:
+      matrices = group_rayleigh_matrices(loss_fn, params, split_into_groups(sample, groups),
+                                         pairs.eigvecs)
+      noise = jackknife_noise(matrices, without_replacement)
+    return pairs, stats, noise
+
+  a = config.analyses
+
+  def frobenius(params, ms, sample, key):
+    matvec = hessian.dataset_hvp(curvature_loss_fn(model, ms, l2), params, sample)
+    n = a.frobenius.num_samples
+    return (spectral.frobenius_norm(matvec, params, key, n),
+            spectral.frobenius_norm_as_in_paper(matvec, params, key, n))
+
+  def density(params, ms, sample, key):
+    matvec = hessian.dataset_hvp(curvature_loss_fn(model, ms, l2), params, sample)
+    d = a.spectral_density
+    return spectral.spectral_density(matvec, params, key, num_draws=d.num_draws,
+                                     num_steps=d.num_steps)
+
+  multipliers = tuple(a.step_loss_change.multipliers)
+  offsets = tuple(a.cross_section.offsets)
+  return Programs(
+      solve=solve_jit(solve),
+      step_loss_change=jit(
+          lambda params, ms, vecs, grad_b, eval_b, lr, key: analyses.step_loss_change(
+              curvature_loss_fn(model, ms, l2), params, vecs, grad_b, eval_b, lr, key,
+              multipliers)),
+      cross_section=jit(
+          lambda params, ms, vecs, grad_b, eval_b, lr: analyses.cross_section(
+              curvature_loss_fn(model, ms, l2), params, vecs, grad_b, eval_b, lr, offsets)),
+      alignment=jit(
+          lambda params, ms, vecs, batches: analyses.gradient_alignment(
+              curvature_loss_fn(model, ms, l2), params, vecs, batches)),
+      frobenius=jit(frobenius),
+      density=jit(density))
+
+
+def noise_groups(config) -> int:
+  """G, the jackknife groups of the tracker's samples (0: no noise estimate)."""
+  t = config.tracking
+  return effective_groups(-(-t.num_examples // t.batch_size), t.noise_groups)
+
+
 class Tracker:
   """The top-k eigenpairs along a run (see the module docstring); ``previous`` warm-starts."""
 
   def __init__(self, config, model, run_data, placement=None):
-    """``placement``: a ``sharp_dirs.engine.distributed.Placement`` to run on a mesh (None: one device);
-    samples are then split over its data axis, eigenvectors placed like the parameters."""
+    """``placement``: a ``sharp_dirs.engine.distributed.Placement`` to run on a mesh (None: one
+    device); samples are then split over its data axis, eigenvectors placed like the params.
+    The jitted functions are those of every run with the same program key
+    (``programs.shared``)."""
     self.config = config
     self.run_data = run_data
     self.placement = placement
     self.previous: Optional[krylov.Eigenpairs] = None
     self.relative_noise: Optional[float] = None  # min_i σ̂_i/|λ_i| of the last evaluation
-    t = config.tracking
-    l2 = config.l2
-    if placement is None:
-      jit = solve_jit = jax.jit
-    else:  # small results replicated (every process reads them), eigenvectors like the params
-      jit = lambda fn: placement.jit(fn, out_shardings_fn=lambda args: placement.replicated)
-      solve_jit = lambda fn: placement.jit(fn, out_shardings_fn=lambda args: (
-          krylov.Eigenpairs(placement.replicated, placement.stacked_shardings(args[0]),
-                            placement.replicated, placement.replicated), placement.replicated,
-          placement.replicated))
-
-    auto = t.get("tol_noise_fraction", 0.0) > 0
-    groups = effective_groups(-(-t.num_examples // t.batch_size), t.get("noise_groups", 0))
-    self.noise_groups = groups  # G actually used (0: no estimate)
-
-    def solve(params, model_state, sample, key, init, warm, tol, without_replacement):
-      """One program for cold (warm=False) and warm starts: compiled once per run. ``tol`` is
-      traced under tol="auto" (a new tolerance each evaluation, no recompile), else unused."""
-      tol = tol if auto else (t.tol or None)
-      loss_fn = curvature_loss_fn(model, model_state, l2)
-      start_key, noise_key = jax.random.split(key)
-      v0 = jax.tree.map(lambda w, c: jnp.where(warm, w, c),
-                        tm.cast(krylov.warm_start_vector(init, noise_key), params),
-                        tm.normal_like(start_key, params))
-      matvec = hessian.dataset_hvp(loss_fn, params, sample, linearize=t.linearize)
-      lanczos = lambda v0: krylov.top_k_eigenpairs(  # noqa: E731
-          matvec, v0, t.k, t.num_lanczos_steps, which=t.which, tol=tol)
-      if t.get("warm_method", "lanczos") == "block":  # warm: block refresh; cold: Lanczos
-        pairs = jax.lax.cond(warm, lambda: block_refresh.block_refresh(
-            jax.vmap(matvec), hessian.start_block(init, noise_key, params, t.k + 2), t.k,
-            tol=t.tol, which=t.which, matvec=matvec, fallback_steps=t.num_lanczos_steps,
-            key=noise_key), lambda: lanczos(tm.normal_like(start_key, params)))
-      else:
-        pairs = lanczos(v0)
-      g_batch = jax.grad(loss_fn)(params, hessian.first_batch(sample))
-      g_sample = hessian.mean_grad(loss_fn, params, sample)
-      stats = {
-          "grad_fraction_batch": analyses.gradient_fraction_in_subspace(g_batch, pairs.eigvecs),
-          "grad_fraction_sample": analyses.gradient_fraction_in_subspace(g_sample,
-                                                                          pairs.eigvecs)}
-      overlap = analyses.mean_squared_principal_cosine(init.eigvecs, pairs.eigvecs)
-      stats["overlap_previous"] = jnp.where(warm, overlap, jnp.nan)
-      noise = jnp.full([t.k], jnp.nan)
-      if groups:
-        matrices = group_rayleigh_matrices(loss_fn, params, split_into_groups(sample, groups),
-                                           pairs.eigvecs)
-        noise = jackknife_noise(matrices, without_replacement)
-      return pairs, stats, noise
-
-    self._solve = solve_jit(solve)
-    self._step_loss_change = jit(
-        lambda params, ms, vecs, grad_b, eval_b, lr, key: analyses.step_loss_change(
-            curvature_loss_fn(model, ms, l2), params, vecs, grad_b, eval_b, lr, key,
-            tuple(config.analyses.step_loss_change.multipliers)))
-    self._cross_section = jit(
-        lambda params, ms, vecs, grad_b, eval_b, lr: analyses.cross_section(
-            curvature_loss_fn(model, ms, l2), params, vecs, grad_b, eval_b, lr,
-            tuple(config.analyses.cross_section.offsets)))
-    self._alignment = jit(
-        lambda params, ms, vecs, batches: analyses.gradient_alignment(
-            curvature_loss_fn(model, ms, l2), params, vecs, batches))
-
-    def frobenius(params, ms, sample, key):
-      matvec = hessian.dataset_hvp(curvature_loss_fn(model, ms, l2), params, sample)
-      n = config.analyses.frobenius.num_samples
-      return (spectral.frobenius_norm(matvec, params, key, n),
-              spectral.frobenius_norm_as_in_paper(matvec, params, key, n))
-    self._frobenius = jit(frobenius)
-
-    def density(params, ms, sample, key):
-      matvec = hessian.dataset_hvp(curvature_loss_fn(model, ms, l2), params, sample)
-      d = config.analyses.spectral_density
-      return spectral.spectral_density(matvec, params, key, num_draws=d.num_draws,
-                                       num_steps=d.num_steps)
-    self._density = jit(density)
+    self.noise_groups = noise_groups(config)  # G actually used (0: no estimate)
+    self.programs = programs.shared("tracker", config,
+                                    lambda: make_programs(config, model, placement), placement)
 
   def sample(self, step: int, num_examples: int, batch_size: int, stream: int = SAMPLE_STREAM,
              augment: Optional[bool] = None) -> dict:
@@ -248,7 +278,7 @@ class Tracker:
     sample = data.hessian_sample(
         self.run_data.train, step_key(self.config.seed, stream, step), num_examples=num_examples,
         batch_size=batch_size, fresh=not (self.config.full_batch or (
-            stream == SAMPLE_STREAM and self.config.tracking.get("fixed_sample", False))),
+            stream == SAMPLE_STREAM and self.config.tracking.fixed_sample)),
         augment=augment,
         seed=self.config.seed)
     if self.placement is not None:
@@ -268,7 +298,7 @@ class Tracker:
     num = int(np.prod(jax.tree.leaves(sample)[0].shape[:2]))
     population = len(next(iter(self.run_data.train.values())))
     start = time.perf_counter()
-    pairs, stats, noise = jax.block_until_ready(self._solve(
+    pairs, stats, noise = jax.block_until_ready(self.programs.solve(
         params, model_state, sample, step_key(c.seed, LANCZOS_STREAM, step), init, warm,
         jnp.float32(tol), jnp.float32(max(1.0 - num / population, 0.0))))
     seconds = time.perf_counter() - start
@@ -306,7 +336,7 @@ class Tracker:
     """The next solve's tolerance: tracking.tol, or under tol="auto" (tol_noise_fraction > 0)
     that fraction of the last evaluation's relative noise (``auto_tol``)."""
     t = self.config.tracking
-    fraction = t.get("tol_noise_fraction", 0.0)
+    fraction = t.tol_noise_fraction
     if fraction > 0:
       return auto_tol(self.relative_noise, fraction, t.tol)
     return float(t.tol)
@@ -323,7 +353,7 @@ class Tracker:
                          augment=False)
 
     if due(a.step_loss_change):
-      out = self._step_loss_change(
+      out = self.programs.step_loss_change(
           params, model_state, pairs.eigvecs, minibatches(a.step_loss_change.num_trials, 10),
           fixed(a.step_loss_change.num_examples), lr, key)
       rows = [f"e{i + 1}" for i in range(c.tracking.k)] + ["random", "full_step"]
@@ -336,7 +366,7 @@ class Tracker:
     if due(a.cross_section):
       directions = list(a.cross_section.directions)
       vecs = jax.tree.map(lambda e: e[np.asarray(directions)], pairs.eigvecs)
-      out = self._cross_section(params, model_state, vecs,
+      out = self.programs.cross_section(params, model_state, vecs,
                                 minibatches(a.cross_section.num_trials, 20),
                                 fixed(a.cross_section.num_examples), lr)
       zero = int(np.argmin(np.abs(np.asarray(out.offsets))))
@@ -349,7 +379,7 @@ class Tracker:
                                  "lambda": np.asarray(pairs.eigvals)[directions],
                                  "width": widths.width}
     if due(a.alignment):
-      out = self._alignment(params, model_state, pairs.eigvecs,
+      out = self.programs.alignment(params, model_state, pairs.eigvecs,
                             minibatches(a.alignment.num_batches, 30))
       for i in range(c.tracking.k):
         values[f"alignment/abs_cos_e{i + 1}"] = float(out.mean_abs_cos[i])
@@ -357,10 +387,10 @@ class Tracker:
       values["alignment/random_baseline"] = analyses.random_alignment_baseline(tm.size(params))
     if due(a.frobenius):
       sample = self.sample(step, c.tracking.num_examples, c.tracking.batch_size)
-      fro, fro_paper = self._frobenius(params, model_state, sample, key)
+      fro, fro_paper = self.programs.frobenius(params, model_state, sample, key)
       values["hessian/frobenius"] = float(fro)
       values["hessian/frobenius_as_in_paper"] = float(fro_paper)
     if due(a.spectral_density):
       sample = self.sample(step, c.tracking.num_examples, c.tracking.batch_size)
-      d = self._density(params, model_state, sample, key)
+      d = self.programs.density(params, model_state, sample, key)
       arrays["spectral_density"] = {"nodes": d.nodes, "weights": d.weights}

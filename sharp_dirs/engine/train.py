@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import flax
 import jax
@@ -39,6 +39,7 @@ from sharp_dirs.engine import checkpoint as checkpoint_lib
 from sharp_dirs.engine import config as config_lib
 from sharp_dirs.engine import distributed
 from sharp_dirs.engine import metrics_io
+from sharp_dirs.engine import programs
 from sharp_dirs.engine import rundir
 from sharp_dirs.engine import tracking
 from sharp_dirs.models import loss as model_loss
@@ -139,31 +140,36 @@ def build_model(config, example_batch):
   """(model, params, model_state), the model checked against the data's shapes."""
   model = registry.get_model(config.model, **config_lib.given_kwargs(config.model_kwargs))
   key = jax.random.PRNGKey(config.seed)
-  try:
-    jax.eval_shape(lambda k: model_loss.init_model(model, k, example_batch), key)
+  try:  # a shape mismatch fails while tracing, before anything is compiled
+    params, model_state = model_loss.init_model(model, key, example_batch)
   except Exception as e:  # pylint: disable=broad-except
     shape = tuple(example_batch[model.input_key].shape[1:])
     raise config_lib.ConfigError(
         f"config.model = {config.model!r} cannot take inputs of shape {shape} from dataset "
         f"{config.dataset!r}: {type(e).__name__}: {e}") from e
-  params, model_state = model_loss.init_model(model, key, example_batch)
   return model, params, model_state
 
 
-def make_optimizer(config) -> optax.GradientTransformationExtraArgs:
-  """The config's optimizer, then an injectable multiplier of the step (reduce-on-plateau)."""
+def make_optimizer(config, hyperparams: Optional[dict] = None
+                   ) -> optax.GradientTransformationExtraArgs:
+  """The config's optimizer, then an injectable multiplier of the step (reduce-on-plateau).
+
+  ``hyperparams`` (``programs.hyperparams``, traced inside the train step) gives η and γ; None
+  takes them from the config. The seed only seeds the state (``init``).
+  """
+  h = programs.hyperparams(config) if hyperparams is None else hyperparams
   o = config.optimizer
   momentum = o.momentum or None
   if o.name == "sgd":
-    base = optax.sgd(o.learning_rate, momentum=momentum, nesterov=o.nesterov)
+    base = optax.sgd(h["learning_rate"], momentum=momentum, nesterov=o.nesterov)
   elif o.name == "nsgd":
     n = config.nsgd  # its fields named as nudge.NudgeOptions' are passed on as they are
     options = {f: n[f] for f in nudge.NudgeOptions._fields
-               if f in n and f not in ("learning_rate", "seed")}
-    base = nudge.nudged_sgd(o.learning_rate, momentum=momentum, nesterov=o.nesterov,
-                            variant=n.variant, seed=config.seed, **options)
+               if f in n and f not in ("learning_rate", "seed", "gamma")}
+    base = nudge.nudged_sgd(h["learning_rate"], momentum=momentum, nesterov=o.nesterov,
+                            variant=n.variant, seed=h["seed"], gamma=h["gamma"], **options)
   else:
-    base = getattr(optax, o.name)(learning_rate=o.learning_rate,
+    base = getattr(optax, o.name)(learning_rate=h["learning_rate"],
                                   **config_lib.given_kwargs(o.kwargs))
   parts = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm else []
   return optax.chain(*parts, base, optax.inject_hyperparams(optax.scale)(step_size=1.0))
@@ -181,16 +187,36 @@ def nsgd_uses_tracker(config) -> bool:
           and config.nsgd.eigenpairs_from == "tracker")
 
 
-def make_train_step(config, model, tx, placement: Optional[distributed.Placement] = None):
-  """jit((state, batch, eigenpairs) -> (state, metrics)), the state donated.
+def make_train_step(config, model, placement: Optional[distributed.Placement] = None, *,
+                    make_tx: Optional[Callable[[dict], optax.GradientTransformation]] = None):
+  """(state, batch, eigenpairs=None) -> (state, metrics), jitted, the state donated.
 
-  With a ``placement`` the batch is split over the mesh's data axis and the state keeps its
-  shardings (``distributed.Placement.jit``).
+  The compiled program takes the run's ``programs.hyperparams`` (η, γ, the seed's dropout key)
+  as arguments, so every run of a family shares it (``programs.shared``). With a ``placement``
+  the batch is split over the mesh's data axis and the state keeps its shardings
+  (``distributed.Placement.jit``). ``make_tx(hyperparams) -> optimizer`` replaces the config's
+  optimizer (``make_optimizer``); such a step is not shared.
   """
+  build = lambda: _jit_train_step(config, model, placement, make_tx)  # noqa: E731
+  jitted = build() if make_tx else programs.shared("train_step", config, build, placement)
+  values = programs.hyperparams(config)
+
+  def train_step(state, batch, eigenpairs=None):
+    return jitted(state, batch, eigenpairs, values)
+
+  train_step.lower = lambda state, batch, eigenpairs=None: jitted.lower(
+      state, batch, eigenpairs, values)
+  return train_step
+
+
+def _jit_train_step(config, model, placement, make_tx):
+  """jit((state, batch, eigenpairs, hyperparams) -> (state, metrics)); reads only fields of
+  the config's ``programs.program_key``, from a copy (traced at the first call)."""
+  config = config.copy_and_resolve_references()
+  make_tx = make_tx or functools.partial(make_optimizer, config)
   l2 = config.l2
   in_step = (config.optimizer.name == "nsgd" and config.nsgd.rule != "random"
              and config.nsgd.eigenpairs_from == "train_batch")
-  dropout_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
 
   def loss_and_grad(params, model_state, batch, rng):
     def loss(p):
@@ -209,7 +235,9 @@ def make_train_step(config, model, tx, placement: Optional[distributed.Placement
       grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
       return (jnp.mean(values), (model_state, None, jnp.mean(accs))), grads
 
-  def step(state, batch, eigenpairs):
+  def step(state, batch, eigenpairs, hyperparams):
+    tx = make_tx(hyperparams)
+    dropout_key = jax.random.fold_in(jax.random.PRNGKey(hyperparams["seed"]), 1)
     rng = jax.random.fold_in(dropout_key, state.step)
     (value, aux), grads = loss_and_grad(state.params, state.model_state, batch, rng)
     model_state = aux[0]
@@ -235,8 +263,14 @@ def make_train_step(config, model, tx, placement: Optional[distributed.Placement
                                      placement.replicated))
 
 
-def make_eval_step(model, placement: Optional[distributed.Placement] = None):
-  """jit((params, model_state, batch, mask [B]) -> (Σ mask·CE, Σ mask·correct)), CE w/o L2."""
+def make_eval_step(config, model, placement: Optional[distributed.Placement] = None):
+  """jit((params, model_state, batch, mask [B]) -> (Σ mask·CE, Σ mask·correct)), CE w/o L2;
+  shared by the runs of a family (``programs.shared``)."""
+  return programs.shared("eval_step", config, lambda: _jit_eval_step(model, placement),
+                         placement)
+
+
+def _jit_eval_step(model, placement):
   def eval_step(params, model_state, batch, mask):
     logits = model_loss.predict(model, params, model_state, batch[model.input_key])
     labels = batch[model.target_key]
@@ -432,7 +466,7 @@ class Loop:
     self.config, self.workdir = config, workdir
     placement = distributed.placement_from_config(config)  # None: one device
     run_data = load_run_data(config)
-    model, tx, tree = initial_tree(config, run_data)
+    model, _, tree = initial_tree(config, run_data)
     if placement is not None:  # before restoring: orbax restores onto the target's shardings
       tree = placement.put_tree(tree, tree["init_params"])
     self.schedule = make_schedule(config, num_examples(run_data.train))
@@ -463,8 +497,8 @@ class Loop:
     self.writer = metrics_io.MetricWriter(workdir, active=is_main, resume_step=self.resumed_at)
     if is_main:
       rundir.record_config(config, workdir, self.resumed_at)
-    self.train_step = make_train_step(config, model, tx, placement)
-    self.eval_step = make_eval_step(model, placement)
+    self.train_step = make_train_step(config, model, placement)
+    self.eval_step = make_eval_step(config, model, placement)
     self.eval_sets = make_eval_sets(config, run_data)
     self.full_batch = make_full_batch(config, run_data, placement)
     self.batches = _batch_iterator(config, run_data, self.schedule, self.step)
@@ -681,7 +715,7 @@ def restore_run(workdir: str, which: str = "latest"):
         f"{workdir} has no {which} checkpoint (nothing under {os.path.join(workdir, sub)}"
         + (f"; {others[0]}/ has one" if others else "") + "): the run was stopped before its "
         "first checkpoint; resume it with experiments/train.py and the same config.")
-  config = config_lib.ConfigDict(stored)
+  config = config_lib.from_stored(stored)
   run_data = load_run_data(config)
   model, _, tree = initial_tree(config, run_data)
   checkpoints = checkpoint_lib.Checkpoints(workdir, config.keep_checkpoints, read_only=True)
@@ -723,7 +757,7 @@ def _init_from_step(config, steps: list[int]) -> int:
     return config.init_from_step
   if config.init_from_epoch >= 0:
     with open(os.path.join(config.init_from, "config.json"), encoding="utf-8") as f:
-      source = config_lib.ConfigDict(json.load(f))
+      source = config_lib.from_stored(json.load(f))
     num_train = source.num_train_examples or num_examples(load_run_data(source).train)
     per_epoch = make_schedule(source, num_train).steps_per_epoch
     before = [s for s in steps if s <= config.init_from_epoch * per_epoch + 1e-6]

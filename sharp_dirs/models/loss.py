@@ -15,6 +15,7 @@ The optional L2 term is Keras' ``l2(λ)`` regularizer: λ·Σ‖W‖² over the 
 and dense kernels; not biases, BN, embeddings or LSTM weights) outside ``model.l2_exclude``.
 """
 
+import functools
 from typing import Callable, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -30,11 +31,23 @@ LossFn = Callable[[PyTree, Batch], jax.Array]
 
 
 def init_model(model: nn.Module, key: jax.Array, example_batch: Batch) -> Tuple[PyTree, PyTree]:
-  """(params, model_state) for inputs shaped like ``example_batch[model.input_key]`` (jitted)."""
-  init = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))
-  variables = dict(init(key, example_batch[model.input_key]))
+  """(params, model_state) for inputs shaped like ``example_batch[model.input_key]`` (jitted,
+  once per model and input shape)."""
+  inputs = example_batch[model.input_key]
+  try:
+    hash(model)
+  except TypeError:  # a module with unhashable fields (e.g. lists) is initialized uncached
+    init = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))
+    variables = dict(init(key, inputs))
+  else:
+    variables = dict(_init_variables(model, key, inputs))
   params = variables.pop("params")
   return params, variables
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_variables(model: nn.Module, key: jax.Array, inputs: jax.Array):
+  return model.init({"params": key, "dropout": key}, inputs, train=False)
 
 
 def param_shapes(model: nn.Module, example_batch: Batch) -> Tuple[PyTree, PyTree]:
