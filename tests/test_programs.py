@@ -115,3 +115,26 @@ def test_the_optimizer_with_traced_values_is_the_optimizer_with_constants(name):
 
   got = traced(programs.hyperparams(c))
   np.testing.assert_allclose(got["w"], expected["w"], rtol=1e-6)
+
+
+def test_a_users_module_with_unhashable_fields_initializes_like_a_hashable_one():
+  """init_model jits once per hashable module; a module with a list field takes the uncached
+  path and gets the same variables as the same module with a tuple."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from sharp_dirs.models import loss as model_loss  # pylint: disable=import-outside-toplevel
+
+  class UserMLP(nn.Module):
+    hidden: object
+    input_key = "image"
+
+    @nn.compact
+    def __call__(self, x, train=False):
+      for width in self.hidden:
+        x = nn.relu(nn.Dense(width)(x))
+      return nn.Dense(3)(x)
+
+  batch = {"image": np.ones((2, 5), np.float32)}
+  listed, _ = model_loss.init_model(UserMLP([4, 2]), jax.random.PRNGKey(1), batch)
+  tupled, _ = model_loss.init_model(UserMLP((4, 2)), jax.random.PRNGKey(1), batch)
+  jax.tree.map(np.testing.assert_array_equal, listed, tupled)

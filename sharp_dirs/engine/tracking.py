@@ -179,7 +179,7 @@ def make_programs(config, model, placement=None) -> Programs:
   groups = noise_groups(config)
 
   def solve(params, model_state, sample, key, init, warm, tol, without_replacement):
-    """One program for cold (warm=False) and warm starts: compiled once per run. ``tol`` is
+    """One program for cold (warm=False) and warm starts: compiled once per family. ``tol`` is
     traced under tol="auto" (a new tolerance each evaluation, no recompile), else unused."""
     tol = tol if auto else (t.tol or None)
     loss_fn = curvature_loss_fn(model, model_state, l2)

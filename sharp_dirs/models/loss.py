@@ -37,7 +37,7 @@ def init_model(model: nn.Module, key: jax.Array, example_batch: Batch) -> Tuple[
   try:
     hash(model)
   except TypeError:  # a module with unhashable fields (e.g. lists) is initialized uncached
-    init = jax.jit(lambda k, x: model.init({"params": k, "dropout": k}, x, train=False))
+    init = jax.jit(functools.partial(_init_variables.__wrapped__, model))
     variables = dict(init(key, inputs))
   else:
     variables = dict(_init_variables(model, key, inputs))
