@@ -178,7 +178,7 @@ def main(argv):
     print(f"{v.claim} ({v.statement}): {v.verdict.upper()}")
     for c in v.conditions:
       mark = "ok " if c.passed else "NO " if c.passed is False else "?  "
-      print(f"   {mark} {c.name}: {c.detail}")
+      print(f"   {mark} {c.name}: {c.detail}" + ("" if c.decides else " (reported only)"))
   print(f"\nFigures: {', '.join(p for p in written if p.endswith('.png'))}; summary: "
         f"{os.path.join(_WORKDIR.value, 'summary.json')} ({summary['seconds']:.0f} s).")
 
