@@ -35,28 +35,47 @@ test: install
 demo: install
 	JAX_COMPILATION_CACHE_DIR=$(JAX_CACHE) $(PYTHON) experiments/demo.py
 
-# Every figure of the gallery from CPU-scale runs on real Fashion-MNIST (runs/cpu; about 80
-# minutes on 2 idle CPU cores, README "Reproduce the paper"), then the claims report
-# (figures/claims.md). Finished runs are reused, killed ones resume; compiled programs are
-# cached across runs in $(JAX_CACHE). Paper scale: see the README.
+# Every figure of the gallery from CPU-scale runs on real Fashion-MNIST (runs/cpu), then the
+# claims report (figures/claims.md). The families' sweeps run $(JOBS) at a time (one per core;
+# rescaling starts from a noise-grid checkpoint, so after it), each line of output prefixed with
+# its family; each family's wall time is appended to runs/cpu/times.tsv. Finished runs are
+# reused, killed ones resume; compiled programs are cached across runs in $(JAX_CACHE). Times on
+# 2 idle cores: README "Reproduce the paper". Paper scale: see the README.
+SHELL := /bin/bash
 CPU_RUNS := runs/cpu
+JOBS ?= 2
 JAX_CACHE ?= $(HOME)/.cache/sharp_dirs/jax
 SWEEP := JAX_COMPILATION_CACHE_DIR=$(JAX_CACHE) $(PYTHON) experiments/sweep.py
 FIGURE := $(PYTHON) experiments/figures.py --out=figures
 comma := ,
 ETA_003 := $(CPU_RUNS)/noise_grid/optimizer.learning_rate=0.03,batch_size=128,num_epochs=10,seed=0
+FAMILIES := noise_grid general_shape sharp_analysis alignment rescaling nsgd edge_of_stability \
+  spectral_density
+# family -> the sweep's arguments after --config=configs/...
+ARGS_noise_grid := --config=configs/noise_grid.py:cpu
+ARGS_general_shape := --config=configs/general_shape.py:cpu --sweep=seed=0
+ARGS_sharp_analysis := --config=configs/sharp_analysis.py:cpu --sweep=seed=0
+ARGS_alignment := --config=configs/alignment.py:cpu
+ARGS_rescaling := --config=configs/rescaling.py:cpu --config.init_from=$(ETA_003) \
+  --config.init_from_epoch=6
+ARGS_nsgd := --config=configs/nsgd.py:cpu
+ARGS_edge_of_stability := --config=configs/edge_of_stability.py:cpu
+ARGS_spectral_density := --config=configs/general_shape.py:cpu --config.tracking.zoom_epochs=0.0 \
+  --config.tracking.k=5 --config.analyses.spectral_density.enabled=True \
+  --config.analyses.spectral_density.every=2 --config.analyses.spectral_density.num_steps=60 \
+  --sweep=seed=0
+
+.PHONY: gallery-runs $(addprefix runs-,$(FAMILIES))
+gallery-runs: $(addprefix runs-,$(FAMILIES))
+runs-rescaling: runs-noise_grid
+$(addprefix runs-,$(FAMILIES)): runs-%: install
+	@mkdir -p $(CPU_RUNS); start=$$(date +%s); set -o pipefail; \
+	$(SWEEP) $(ARGS_$*) --workdir=$(CPU_RUNS)/$* 2>&1 | sed -u 's/^/[$*] /'; \
+	printf '%s\t%s\t%s\n' $* $$(( $$(date +%s) - start )) "$$(date -u +%FT%TZ)" \
+	  >> $(CPU_RUNS)/times.tsv
+
 figures: install
-	$(SWEEP) --config=configs/noise_grid.py:cpu --workdir=$(CPU_RUNS)/noise_grid
-	$(SWEEP) --config=configs/general_shape.py:cpu --workdir=$(CPU_RUNS)/general_shape --sweep=seed=0
-	$(SWEEP) --config=configs/sharp_analysis.py:cpu --workdir=$(CPU_RUNS)/sharp_analysis --sweep=seed=0
-	$(SWEEP) --config=configs/alignment.py:cpu --workdir=$(CPU_RUNS)/alignment
-	$(SWEEP) --config=configs/rescaling.py:cpu --workdir=$(CPU_RUNS)/rescaling \
-	  --config.init_from=$(ETA_003) --config.init_from_epoch=6
-	$(SWEEP) --config=configs/nsgd.py:cpu --workdir=$(CPU_RUNS)/nsgd
-	$(SWEEP) --config=configs/edge_of_stability.py:cpu --workdir=$(CPU_RUNS)/edge_of_stability
-	$(SWEEP) --config=configs/general_shape.py:cpu --workdir=$(CPU_RUNS)/spectral_density \
-	  --config.tracking.zoom_epochs=0.0 --config.tracking.k=5 --config.analyses.spectral_density.enabled=True \
-	  --config.analyses.spectral_density.every=2 --config.analyses.spectral_density.num_steps=60 --sweep=seed=0
+	$(MAKE) --no-print-directory -j$(JOBS) gallery-runs
 	$(FIGURE) --figure=noise_grid --runs=$(CPU_RUNS)/noise_grid
 	$(FIGURE) --figure=general_shape --runs=$(CPU_RUNS)/general_shape
 	$(FIGURE) --figure=step_loss_change --runs=$(CPU_RUNS)/sharp_analysis
@@ -68,6 +87,7 @@ figures: install
 	  '--runs=$(CPU_RUNS)/edge_of_stability,$(subst $(comma),?,$(ETA_003))'  # --runs splits at commas
 	$(FIGURE) --figure=spectral_density --runs=$(CPU_RUNS)/spectral_density
 	$(PYTHON) experiments/claims.py --runs=$(CPU_RUNS) --out=figures
+	@echo "Family wall times (s), $(CPU_RUNS)/times.tsv:"; cat $(CPU_RUNS)/times.tsv
 
 # The commands recorded in bench/RESULTS.md (bench_curvature.py without --quick is the long,
 # thorough version).

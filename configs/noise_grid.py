@@ -18,9 +18,11 @@ N = 500 sequences, clipnorm 5, η grid {5, 1, 0.2}, S grid {128, 32, 8}), and ``
 of 2,560 examples, top-2 on N = 512 fresh samples every epoch and every 256 examples over the
 first epoch (the zoom), checkpoints every epoch (kept, for the rescaling ablation). Its sweep:
 η ∈ {0.01, 0.03, 0.1} at S = 128 and S ∈ {32, 128, 512} at η = 0.03, seeds {0, 1}; each run
-lasts long enough for its peak to lie inside it (set from the pilot, bench/pilot_scale.py:
-the rise takes about 1/η steps), so the run length differs per point: 24 / 10 / 5 epochs for
-η = 0.01 / 0.03 / 0.1, 10 / 10 / 32 for S = 32 / 128 / 512 (S = 512 tracked every 2 epochs).
+lasts long enough for its peak or plateau to lie inside it with margin (set from the pilots,
+bench/pilot_scale.py and bench/RESULTS.md "Pilots of the gallery's run lengths": the rise
+takes about 1/η steps, at S = 512 it peaks at epoch 12–24 and declines to epoch 48), so the run
+length differs per point: 24 / 10 / 10 epochs for η = 0.01 / 0.03 / 0.1, 10 / 10 / 64 for
+S = 32 / 128 / 512 (S = 512 tracked every 4 epochs).
 Deviations from the paper: the model, N, the epoch size, the run lengths, 2 seeds.
 """
 
@@ -32,10 +34,10 @@ VARIANTS = ("simple_cnn", "resnet32", "vgg11", "lstm", "cpu")
 CPU_GRID = (
     {"optimizer.learning_rate": 0.01, "batch_size": 128, "num_epochs": 24},
     {"optimizer.learning_rate": 0.03, "batch_size": 128, "num_epochs": 10},
-    {"optimizer.learning_rate": 0.1, "batch_size": 128, "num_epochs": 5},
+    {"optimizer.learning_rate": 0.1, "batch_size": 128, "num_epochs": 10},
     {"optimizer.learning_rate": 0.03, "batch_size": 32, "num_epochs": 10},
-    {"optimizer.learning_rate": 0.03, "batch_size": 512, "num_epochs": 32,
-     "tracking.every_epochs": 2},
+    {"optimizer.learning_rate": 0.03, "batch_size": 512, "num_epochs": 64,
+     "tracking.every_epochs": 4},
 )
 
 

@@ -377,3 +377,11 @@ def test_report_script_judges_families_and_marks_missing_ones(tmp_path):
   missing = subprocess.run([sys.executable, script, f"--runs={tmp_path / 'nowhere'}"],
                            capture_output=True, text=True, timeout=300)
   assert missing.returncode != 0 and "run `make figures` first" in missing.stderr
+
+
+def test_edge_median_weighs_odd_and_even_steps_alike():
+  """Tracked every 5 steps, the evaluations alternate between odd and even steps; at the
+  edge GD's η·λ_1 alternates between two levels: the even window's median is their middle."""
+  alternating = np.tile([0.9, 1.3], 10)
+  assert np.allclose(claims.rolling_median(alternating, claims.EDGE_MEDIAN)[6:], 1.1)
+  assert claims.rolling_median(np.array([3.0, 1.0, 2.0]), 2).tolist() == [3.0, 2.0, 1.5]

@@ -55,7 +55,7 @@ ACCURACY_MARGIN = 1.0  # C4: "at least as well": NSGD's test accuracy no more th
 CONFIDENCE = 0.95  # C4: paired t intervals (two-sided for differences, one-sided for the margin)
 FLAT_START = 1.0  # C6: η·λ_1 at initialization at most this (well below 2)
 EDGE_REACH = 0.10  # C6: the maximum of η·λ_1 / 2 at least 1 − 10%
-EDGE_MEDIAN = 5  # C6: evaluations in the rolling median of η·λ_1 / 2
+EDGE_MEDIAN = 6  # C6: evaluations in the rolling median of η·λ_1 / 2 (even: odd and even steps)
 EDGE_BAND = 0.20  # C6: after reaching the edge, the rolling median within ±20% of 2 ...
 EDGE_STAY = 0.80  # C6: ... in at least 80% of the evaluations after reaching it ...
 EDGE_HOLD = 10  # C6: ... of which there are at least 10 (a run long enough to hold the edge)
@@ -591,7 +591,11 @@ def edge_conditions(run: Run, decides: bool = True) -> tuple[list[Condition], di
   median (EDGE_MEDIAN evaluations) within ±EDGE_BAND of 2 in EDGE_STAY of the evaluations
   after it first got there, of which there must be EDGE_HOLD (the run must last). A rolling
   median, not each evaluation: at the edge η·λ_1 oscillates around 2 from step to step
-  (Cohen et al.); a run that keeps catapulting far above it fails either way. The fraction of
+  (Cohen et al.); a run that keeps catapulting far above it fails either way. The window is
+  even because the cpu runs are tracked every 5 steps, odd and even steps in turn, and the
+  pilot GD run at the edge alternates between two levels of η·λ_1 on odd and even steps (a
+  period-2 orbit across the valley): an even window weighs both alike, an odd one picks a
+  phase. The fraction of
   single evaluations within the band, the rule before issue 26, is reported, not deciding."""
   name = run.name
   _, eta_lam = run.series("eos/eta_lambda_max")
