@@ -44,8 +44,10 @@ STYLE = {
     "lambda_cmap": "coolwarm",  # F4: cross-sections coloured by λ_1
     "series_cmap": "viridis",  # ordered families without a paper colour (γ, time)
     "group_colors": "tab10",  # unordered families (NSGD/SGD rows)
-    "rescaling_colors": {"SGD (baseline)": "black", "only top": "tab:orange",
-                         "constant top": "tab:purple", "remove top": "tab:brown"},
+    # F6: (colour, line style) of the rules; the γ variants dashed, blue below 1, red above.
+    "rescaling_styles": {"SGD (baseline)": ("black", "-"), "only top": ("tab:orange", "-"),
+                         "constant top": ("tab:purple", "-."), "remove top": ("tab:green", "-")},
+    "rescaling_gamma": ("coolwarm", "--"),
     "reference": {"color": "black", "linestyle": "--", "linewidth": 1.0},  # 0 lines, thresholds
     "zoom_line": {"color": "0.3", "linestyle": "-", "linewidth": 1.0},
     "scatter_alpha": 0.3,
@@ -93,6 +95,42 @@ def mean_std(stack, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   return mean, std, n
 
 
+def curves_band(curves):
+  """(grid, mean, std) of curves [(x, y)] on the union of their x values (a curve counts only
+  inside its own x range); None when all are empty."""
+  curves = [(np.asarray(xs), np.asarray(ys)) for xs, ys in curves if len(xs)]
+  if not curves:
+    return None
+  grid = np.unique(np.concatenate([xs for xs, _ in curves]))
+  stack = [np.where((grid >= xs[0]) & (grid <= xs[-1]), np.interp(grid, xs, ys), np.nan)
+           for xs, ys in curves]
+  mean, std, _ = mean_std(stack)
+  return grid, mean, std
+
+
+def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
+  """The runs grouped by their config without ``seed`` (runs that differ only by seed), in
+  order of first appearance."""
+  groups = {}
+  for run in runs:
+    config = {k: v for k, v in run.config.items() if k != "seed"}
+    groups.setdefault(json.dumps(config, sort_keys=True, default=str), []).append(run)
+  return list(groups.values())
+
+
+def group_name(group: Sequence[Run]) -> str:
+  """The first run's name without its "seed=..." part when the group has several seeds."""
+  name = group[0].name
+  if len(group) > 1:
+    name = re.sub(r"(^|,)seed=[^,]*", "", name).strip(",") or name
+  return name
+
+
+def seed_band(ax, x, mean, std, color, gid: str) -> None:
+  """The ±1 std band over seeds around a mean curve."""
+  ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0, gid=gid)
+
+
 def _thousands(n: int) -> str:
   return f"{n / 1000:g}k" if n >= 1000 else str(n)
 
@@ -116,8 +154,22 @@ def describe(runs: Sequence[Run]) -> str:
   return "; ".join(parts)
 
 
+def _wrap(parts: Sequence[str], width: int, sep: str) -> str:
+  """``sep.join(parts)``, broken into lines of at most ``width`` characters between parts."""
+  lines = []
+  for part in parts:
+    if lines and len(lines[-1]) + len(sep) + len(part) <= width:
+      lines[-1] += sep + part
+    else:
+      lines.append(part)
+  return "\n".join(lines)
+
+
 def _title(fig: Figure, what: str, runs: Sequence[Run]) -> None:
-  fig.suptitle(f"{what}\n{describe(runs)}")
+  """The suptitle "what" over "model, data, scale", wrapped to the figure's width."""
+  width = int(fig.get_figwidth() * 72 / (0.6 * STYLE["rc"]["figure.titlesize"]))
+  fig.suptitle(_wrap(what.split(" "), width, " ") + "\n"
+               + _wrap(describe(runs).split("; "), width, "; "))
 
 
 def _num(value) -> str:
@@ -170,11 +222,13 @@ def _require(run: Run, key: str, why: str) -> None:
     raise ValueError(f"run {run.workdir} logged no {key!r}: {why}")
 
 
-def _figure(ncols: int, nrows: int = 1, *, sharey: bool = False, width: float = 1.0):
-  """A constrained-layout Figure and its axes (flat list)."""
+def _figure(ncols: int, nrows: int = 1, *, sharex=False, sharey=False, width: float = 1.0,
+            height: float = 1.0):
+  """A constrained-layout Figure and its axes (flat list, row by row)."""
   w, h = STYLE["panel"]
-  fig = Figure(figsize=(w * ncols * width, h * nrows), dpi=STYLE["dpi"], layout="constrained")
-  axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
+  fig = Figure(figsize=(w * ncols * width, h * nrows * height), dpi=STYLE["dpi"],
+               layout="constrained")
+  axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey)
   return fig, list(axes.ravel())
 
 
@@ -327,46 +381,71 @@ def noise_panels(runs: Sequence[Run]) -> list[tuple[str, list]]:
   return panels or [(LR, runs)]
 
 
+def _noise_curve(ax, group: Sequence[Run], key: str, window: int, zoom_end: float,
+                 last: float, color, gid: str):
+  """The mean over seeds of ``key`` smoothed (on the merged axis when zoomed) with its band:
+  ±1 std over seeds, or for one seed ± its sample noise σ/√window where logged."""
+  x, y, std = curves_band([smoothed_curve(r, key, window, zoom_end) for r in group])
+  xs = merged_epoch(x, zoom_end, last) if zoom_end > 0 else x
+  if len(group) > 1:
+    seed_band(ax, xs, y, std, color, f"{gid}/seeds")
+  elif (sigma := noise_of(group[0], key)) is not None:  # a mean of `window` evaluations
+    noise_band(ax, xs, y, smooth(sigma, window) / np.sqrt(window), color, f"{gid}/noise")
+  return xs, y
+
+
+def _fit_y_to_lines(ax, margin: float = 1.25) -> None:
+  """Log y limits around the curves (a seed band reaching 0 would stretch them by decades)."""
+  y = np.concatenate([np.asarray(l.get_ydata(), np.float64) for l in ax.lines])
+  y = y[np.isfinite(y) & (y > 0)]
+  if y.size:
+    ax.set_ylim(y.min() / margin, y.max() * margin)
+
+
 @_styled
 def noise_grid(runs: Sequence[Run], window: int = 5) -> Figure:
   """λ_1 (solid) and λ_2 (dash-dot) vs epoch, log y, one panel per varying η or S.
 
   Smoothed with ``smoothed_curve``; the dense zoom drawn on [0, 1] and the per-epoch part on
-  [1, 2], a vertical line at x = 1, ticks labelled in epochs (docs/protocol.md, F2). Where the
-  run logged the sample noise (hessian/noise_i), a band ± σ/√window around each curve: the
-  noise of a mean of ``window`` evaluations on independent samples.
+  [1, 2], a vertical line at x = 1, ticks labelled in epochs (docs/protocol.md, F2); each
+  panel's x axis ends at its longest run. Runs that differ only by seed are one mean curve
+  with a ±1 std band over seeds; a single run, where it logged the sample noise
+  (hessian/noise_i), a band ± σ/√window: the noise of a mean of ``window`` evaluations.
   """
   for run in runs:
     _require(run, LAMBDA_1, "enable tracking.")
   panels = noise_panels(runs)
   zoom_end = _zoom_end(runs)
-  last = max(float(np.max(r.series(LAMBDA_1, "epoch")[0])) for r in runs)
   fig, axes = _figure(len(panels))
+  most_seeds = 1
   for ax, (field, group) in zip(axes, panels):
+    last = max(float(np.max(r.series(LAMBDA_1, "epoch")[0])) for r in group)
     colors = _color_by(group, field)
     symbol = "η" if field == LR else "S"
     labelled = set()
-    for run in sorted(group, key=lambda r: _noise_key(field)(r.get(field))):
-      value = run.get(field)
+    for seeds in sorted(seed_groups(group), key=lambda g: _noise_key(field)(g[0].get(field))):
+      value, n = seeds[0].get(field), len(seeds)
+      most_seeds = max(most_seeds, n)
       for key, style in zip((LAMBDA_1, LAMBDA_2), STYLE["lambda_styles"]):
-        if not run.has(key):
+        have = [r for r in seeds if r.has(key)]
+        if not have:
           continue
-        x, y = smoothed_curve(run, key, window, zoom_end)
-        if zoom_end > 0:
-          x = merged_epoch(x, zoom_end, last)
-        sigma = noise_of(run, key)
-        if sigma is not None:  # the smoothed curve's noise: a mean of `window` evaluations
-          noise_band(ax, x, y, smooth(sigma, window) / np.sqrt(window), colors[value],
-                     f"{run.name}/{key}/noise")
-        label = f"{symbol} = {_num(value)}" if key == LAMBDA_1 and value not in labelled else None
-        labelled.add(value)
-        ax.plot(x, y, style, color=colors[value], label=label, gid=f"{run.name}/{key}")
+        gid = f"{group_name(seeds)}/{key}"
+        x, y = _noise_curve(ax, have, key, window, zoom_end, last, colors[value], gid)
+        label = None
+        if key == LAMBDA_1 and value not in labelled:
+          label = f"{symbol} = {_num(value)}" + (f" ({n} seeds)" if n > 1 else "")
+          labelled.add(value)
+        ax.plot(x, y, style, color=colors[value], label=label, gid=gid)
     ax.set_yscale("log")
+    _fit_y_to_lines(ax)
     if zoom_end > 0:
       ax.axvline(1.0, gid="zoom_boundary", **STYLE["zoom_line"])
       _merged_ticks(ax, zoom_end, last)
+      ax.set_xlim(0.0, 2.0)
       ax.set_xlabel(f"epoch (the first {zoom_end:g} zoomed, left of the line)")
     else:
+      ax.set_xlim(0.0, last)
       ax.set_xlabel(_epoch_label(group[0]))
     ax.set_ylabel(r"Hessian eigenvalue $\lambda$ (log scale)")
     values = "/".join(_num(v) for v in colors)
@@ -376,7 +455,8 @@ def noise_grid(runs: Sequence[Run], window: int = 5) -> Figure:
               for s, l in zip(STYLE["lambda_styles"], (r"$\lambda_1$", r"$\lambda_2$"))]
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + styles)
-  _title(fig, rf"$\lambda_1$, $\lambda_2$ along training (smoothed over {window})", runs)
+  seeds = "; mean ± 1 std over seeds" if most_seeds > 1 else ""
+  _title(fig, rf"$\lambda_1$, $\lambda_2$ along training (smoothed over {window}{seeds})", runs)
   return fig
 
 
@@ -403,13 +483,14 @@ def _row_title(row: str) -> str:
 def step_loss_change(run: Run, rows: Sequence[str] = ("e1", "e2", "e3", "e4", "full_step"),
                      multipliers: Sequence[float] = (0.5, 1.0, 2.0),
                      ylim: Optional[tuple] = None) -> Figure:
-  """ΔLoss (%) after a step of γ·η along e_i only (panels e_1..e_4 and the full step)."""
+  """ΔLoss (%) after a step of γ·η along e_i only (panels e_1..e_4 and the full step), each
+  panel on its own y scale (``ylim`` sets them all)."""
   key = lambda row, m: f"step_loss_change/{row}/x{m:g}"
   present = [row for row in rows if any(run.has(key(row, m)) for m in multipliers)]
   if not present:
     raise ValueError(f"run {run.workdir} logged no step_loss_change/...: enable "
                      "analyses.step_loss_change (configs/sharp_analysis.py).")
-  fig, axes = _figure(len(present), sharey=True, width=0.8)
+  fig, axes = _figure(len(present), width=0.8)
   for ax, row in zip(axes, present):
     for m in multipliers:
       if run.has(key(row, m)):
@@ -419,9 +500,9 @@ def step_loss_change(run: Run, rows: Sequence[str] = ("e1", "e2", "e3", "e4", "f
     ax.axhline(0.0, gid="zero", **STYLE["reference"])
     ax.set_title(_row_title(row))
     ax.set_xlabel(_epoch_label(run))
+    ax.set_ylabel("ΔLoss (%) after a step of γ·η")
     if ylim is not None:
       ax.set_ylim(*ylim)
-  axes[0].set_ylabel("ΔLoss (%) after a step of γ·η")
   axes[0].legend(title="step multiplier")
   _title(fig, f"Loss change of an SGD step along the sharpest directions ({_fixed([run])})",
          [run])
@@ -431,13 +512,24 @@ def step_loss_change(run: Run, rows: Sequence[str] = ("e1", "e2", "e3", "e4", "f
 # ------------------------------------------------------------------------------------------
 # F4: loss cross-sections along e_1, e_3, e_5.
 
+def _spread(n: int, most: int) -> list[int]:
+  """Up to ``most`` indices of range(n), evenly spread, the first and the last included."""
+  return sorted({int(i) for i in np.linspace(0, n - 1, min(n, most)).round()})
+
+
+RISE = 1.01  # F4's smallest width threshold: the loss 1% above L(θ)
+
+
 @_styled
 def cross_sections(run: Run, directions: Sequence[int] = (0, 2, 4),
-                   max_offset: float = 8.0) -> Figure:
-  """Loss along e_i in SGD step lengths, one curve per evaluation coloured by λ_1.
+                   max_offset: float = 8.0, num_labels: int = 6) -> Figure:
+  """The loss along e_i relative to L(θ), 100·(L/L(θ) − 1) % (symlog), against the offset
+  in SGD step lengths; one curve per evaluation coloured by λ_1.
 
   ``directions`` are 0-based eigen indices; offsets are clipped to |k| <= max_offset and the
   loss at the training loss's maximum over the run (the loss at offset 0), as the paper.
+  Marks: offsets ±1 (one SGD step) and the 1% rise (L = 1.01·L(θ)); the legend names up to
+  ``num_labels`` evaluations by epoch, earliest first.
   """
   entries = run.arrays("cross_section")
   if not entries:
@@ -455,22 +547,32 @@ def cross_sections(run: Run, directions: Sequence[int] = (0, 2, 4),
   norm = mcolors.Normalize(lo, hi if hi > lo else lo + 1.0)
   cmap = matplotlib.colormaps[STYLE["lambda_cmap"]]
   epochs = _epochs_by_step(run)
-  fig, axes = _figure(len(dirs), sharey=True, width=0.85)
+  labelled = _spread(len(entries), num_labels)
+  fig, axes = _figure(len(dirs), width=0.85)
   for ax, d in zip(axes, dirs):
-    for j, ((step, a), value) in enumerate(zip(entries, values)):
+    for j, ((step, a), value, z) in enumerate(zip(entries, values, zero)):
       row = [int(v) for v in a["directions"]].index(d)
       offsets = np.asarray(a["offsets"], np.float64)
       keep = np.abs(offsets) <= max_offset
-      label = (f"epoch {epochs.get(step, math.nan):g}" if j in (0, len(entries) - 1)
-               else None)
-      ax.plot(offsets[keep], np.minimum(a["losses"][row][keep], cap),
+      losses = np.asarray(a["losses"][row], np.float64)
+      label = f"epoch {epochs.get(step, math.nan):g}" if j in labelled else None
+      ax.plot(offsets[keep], 100 * (np.minimum(losses[keep], cap) / losses[z] - 1),
               color=cmap(norm(value)) if np.isfinite(value) else "0.5", linewidth=1.0,
               label=label, gid=f"{step}/e{d + 1}")
+    for sign in (-1, 1):
+      ax.axvline(sign, gid=f"step/{sign:+d}", label="±1 SGD step" if sign > 0 else None,
+                 **STYLE["zoom_line"])
+    ax.axhline(100 * (RISE - 1), gid="rise", label=f"1% rise: {RISE:g}·L(θ)",
+               **STYLE["reference"])
+    ax.set_yscale("symlog", linthresh=1.0)
     ax.set_title(rf"along $e_{{{d + 1}}}$")
     ax.set_xlabel(r"offset along $e_i$ (SGD step lengths $\eta\,E|g_B\cdot e_i|$)")
-    ax.legend()
   n = run.get("analyses.cross_section.num_examples")
-  axes[0].set_ylabel(f"training loss (first {n:,} examples)")
+  axes[0].set_ylabel(f"loss relative to L(θ): 100·(L / L(θ) − 1) %\n"
+                     f"(training loss, first {n:,} examples; symlog)")
+  handles, labels = axes[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="outside lower center", ncol=len(labels),
+             title=r"evaluation (coloured by $\lambda_1$) and marks")
   fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes,
                label=r"$\lambda_1$ at the evaluation")
   _title(fig, f"Loss cross-sections along the top eigenvectors ({_fixed([run])})", [run])
@@ -483,26 +585,39 @@ def cross_sections(run: Run, directions: Sequence[int] = (0, 2, 4),
 def alignment_curve(run: Run, window: int = 10):
   """(train accuracy % at each alignment evaluation, mean |cos|, its moving average)."""
   steps, cos = run.series("alignment/mean_abs_cos")
+  return _accuracy_at(run, steps), cos, smooth(cos, window)
+
+
+def _accuracy_at(run: Run, steps) -> np.ndarray:
   acc_steps, acc = run.series("train/accuracy")
   if not acc_steps.size:
     raise ValueError(f"run {run.workdir} logged no train/accuracy.")
-  return 100 * np.interp(steps, acc_steps, acc), cos, smooth(cos, window)
+  return 100 * np.interp(steps, acc_steps, acc)
 
 
 @_styled
 def alignment(runs: Sequence[Run], window: int = 10) -> Figure:
-  """Mean over i of mean |cos(g_B, e_i)| vs training accuracy, coloured by η, with the
+  """Mean over i of mean |cos(g_B, e_i)| vs training accuracy, one curve per η (the mean over
+  seeds, a moving average of ``window`` evaluations) over the points of every run, with the
   random-vector baseline (docs/protocol.md, F5)."""
   for run in runs:
     _require(run, "alignment/mean_abs_cos", "enable analyses.alignment (configs/alignment.py).")
   fig, axes = _figure(1, width=1.3)
   ax = axes[0]
   colors = _color_by(runs, LR)
-  for run in sorted(runs, key=lambda r: r.get(LR)):
-    x, y, y_smooth = alignment_curve(run, window)
-    color = colors[run.get(LR)]
-    ax.scatter(x, y, s=10, color=color, alpha=STYLE["scatter_alpha"], gid=f"{run.name}/points")
-    ax.plot(x, y_smooth, color=color, label=f"η = {_num(run.get(LR))}", gid=f"{run.name}/mean")
+  for group in sorted(seed_groups(runs), key=lambda g: (g[0].get(LR), g[0].get(BS))):
+    color, name = colors[group[0].get(LR)], group_name(group)
+    cos_curves = [r.series("alignment/mean_abs_cos") for r in group]
+    acc_curves = [(x, _accuracy_at(r, x)) for r, (x, _) in zip(group, cos_curves)]
+    for run, (_, acc), (_, cos) in zip(group, acc_curves, cos_curves):
+      ax.scatter(acc, cos, s=10, color=color, alpha=STYLE["scatter_alpha"],
+                 gid=f"{run.name}/points")
+    _, acc, _ = curves_band(acc_curves)
+    _, cos, _ = curves_band(cos_curves)
+    label = f"η = {_num(group[0].get(LR))}" + (
+        f", S = {group[0].get(BS)}" if _varying(runs, BS) else "") + (
+        f" ({len(group)} seeds)" if len(group) > 1 else "")
+    ax.plot(acc, smooth(cos, window), color=color, label=label, gid=f"{name}/mean")
   baseline = np.concatenate([r.series("alignment/random_baseline")[1] for r in runs])
   if baseline.size:
     ax.axhline(float(np.nanmean(baseline)), gid="random_baseline",
@@ -537,35 +652,45 @@ def rescaling_label(run: Run) -> str:
 
 def _rescaling_order(run: Run) -> tuple:
   label = rescaling_label(run)
-  order = list(STYLE["rescaling_colors"])
+  order = list(STYLE["rescaling_styles"])
   return (0, order.index(label), 0.0) if label in order else (1, 0, run.get("nsgd.gamma", 0.0))
 
 
+def rescaling_style(run: Run) -> tuple:
+  """(colour, line style) of a variant: STYLE's for the rules; for γ, coolwarm over
+  log2 γ ∈ [-2, 2] (γ = 0.25 deep blue ... γ = 4 deep red), dashed."""
+  label = rescaling_label(run)
+  if label in STYLE["rescaling_styles"]:
+    return STYLE["rescaling_styles"][label]
+  cmap, style = STYLE["rescaling_gamma"]
+  t = 0.5 + np.log2(float(run.get("nsgd.gamma"))) / 4
+  return matplotlib.colormaps[cmap](float(np.clip(t, 0.0, 1.0))), style
+
+
 @_styled
-def rescaling(runs: Sequence[Run]) -> Figure:
-  """λ_1 and the training loss vs iteration for each variant of the ablation
-  (docs/protocol.md, F6)."""
+def rescaling(runs: Sequence[Run], window: int = 5) -> Figure:
+  """λ_1 and the training loss vs iteration for each variant of the ablation, each smoothed
+  by a moving average over ``window`` evaluations (docs/protocol.md, F6)."""
   for run in runs:
     _require(run, LAMBDA_1, "enable tracking (configs/rescaling.py tracks every step).")
   runs = sorted(runs, key=_rescaling_order)
-  gammas = sorted({r.get("nsgd.gamma") for r in runs
-                   if rescaling_label(r) not in STYLE["rescaling_colors"]})
-  cmap = matplotlib.colormaps[STYLE["series_cmap"]]
   fig, axes = _figure(2)
   for run in runs:
     label = rescaling_label(run)
-    color = STYLE["rescaling_colors"].get(label) or cmap(
-        0.9 * gammas.index(run.get("nsgd.gamma")) / max(len(gammas) - 1, 1))
+    color, style = rescaling_style(run)
     for ax, key in zip(axes, (LAMBDA_1, "train/loss")):
       x, y = run.series(key)
-      ax.plot(x, y, color=color, label=label, gid=f"{label}/{key}")
+      ax.plot(x, smooth(y, window), style, color=color, label=label, gid=f"{label}/{key}")
   n = runs[0].get("eval.num_train_examples")
+  steps = runs[0].series(LAMBDA_1)[0]
+  every = float(np.median(np.diff(steps))) if steps.size > 1 else 1.0
   for ax, ylabel in zip(axes, (r"$\lambda_1$", f"training loss (first {n:,} examples)")):
     ax.set_xlabel("iteration (from the checkpoint)")
     ax.set_ylabel(ylabel)
-  axes[0].set_title(r"$\lambda_1$ (Lanczos every iteration)")
-  axes[1].set_title("training loss")
-  axes[0].legend()
+  axes[0].set_title(rf"$\lambda_1$ every {every:g} iterations, moving average over {window}")
+  axes[1].set_title(f"training loss, moving average over {window}")
+  fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper",
+             title="update along $e_1$")
   _title(fig, f"Rescaling the step along $e_1$ ({_fixed(runs)})", runs)
   return fig
 
@@ -662,30 +787,35 @@ def _group_colors(n: int) -> list:
   return [cmap(i % cmap.N) for i in range(n)]
 
 
+def _is_nsgd(group: Sequence[Run]) -> bool:
+  return group[0].get("optimizer.name") == "nsgd"
+
+
+def nsgd_curve_styles(groups: Sequence[tuple[str, list]]) -> list[tuple[str, object]]:
+  """[(legend label, colour)] of ``nsgd_groups``: NSGD rows as labelled, in STYLE's group
+  colours; the SGD baselines "SGD η = 0.03", black to grey by η."""
+  nsgd_colors = iter(_group_colors(sum(_is_nsgd(g) for _, g in groups)))
+  sgd = [g for _, g in groups if not _is_nsgd(g)]
+  greys = iter(str(v) for v in np.linspace(0.0, 0.6, len(sgd)))
+  return [(label, next(nsgd_colors)) if _is_nsgd(group) else
+          (f"SGD η = {_num(group[0].get(LR))}", next(greys)) for label, group in groups]
+
+
 def mean_band(runs: Sequence[Run], key: str, x: str = "epoch"):
-  """(grid, mean, std) of ``key`` over runs on the union of their x values (a run counts only
-  inside its own x range); None when no run logged it."""
-  curves = [r.series(key, x) for r in runs]
-  curves = [(xs, ys) for xs, ys in curves if xs.size]
-  if not curves:
-    return None
-  grid = np.unique(np.concatenate([xs for xs, _ in curves]))
-  stack = [np.where((grid >= xs[0]) & (grid <= xs[-1]), np.interp(grid, xs, ys), np.nan)
-           for xs, ys in curves]
-  mean, std, _ = mean_std(stack)
-  return grid, mean, std
+  """(grid, mean, std) of ``key`` over runs (``curves_band``); None when no run logged it."""
+  return curves_band([r.series(key, x) for r in runs])
 
 
 @_styled
 def nsgd(runs: Sequence[Run], window: int = 1) -> Figure:
   """Validation accuracy, and λ_1 (solid) with the ‖H‖_F proxy (dashed, right axis), vs epoch
-  for each γ (and SGD(η)): mean over seeds, a ±1 std band."""
+  for each γ and each SGD baseline η: mean over seeds, a ±1 std band."""
   fig, axes = _figure(2, width=1.1)
   ax_acc, ax_lam = axes
   ax_fro = ax_lam.twinx()
   ax_fro.grid(False)
   groups = nsgd_groups(runs)
-  for (label, group), color in zip(groups, _group_colors(len(groups))):
+  for (_, group), (label, color) in zip(groups, nsgd_curve_styles(groups)):
     n = len(group)
     for ax, key, scale, style in ((ax_acc, "valid/accuracy", 100.0, "-"),
                                   (ax_lam, LAMBDA_1, 1.0, "-"),
@@ -698,7 +828,7 @@ def nsgd(runs: Sequence[Run], window: int = 1) -> Figure:
       ax.plot(x, mean, style, color=color, gid=f"{label}/{key}",
               label=f"{label} (n={n})" if key == "valid/accuracy" else None)
       if n > 1:
-        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+        seed_band(ax, x, mean, std, color, f"{label}/{key}/seeds")
   ax_acc.set_ylabel("validation accuracy (%)")
   ax_acc.set_title("validation accuracy (mean ± std over seeds)")
   ax_acc.legend()
@@ -729,8 +859,7 @@ def nsgd_k_ablation(runs: Sequence[Run]) -> Figure:
   summaries = {r.workdir: run_summary(r, val_epoch) for r in runs}
   fig, axes = _figure(2)
   gammas = sorted({r.get("nsgd.gamma") for r in nsgd_runs})
-  colors = _group_colors(len(gammas) + len(sgd_runs))
-  for gamma, color in zip(gammas, colors):
+  for gamma, color in zip(gammas, _group_colors(len(gammas))):
     ks = sorted({r.get("nsgd.num_directions") for r in nsgd_runs
                  if r.get("nsgd.gamma") == gamma})
     for ax, field in zip(axes, ("test_accuracy", "lambda_best")):
@@ -741,7 +870,8 @@ def nsgd_k_ablation(runs: Sequence[Run]) -> Figure:
       bars = ax.errorbar(ks, [float(s[0]) for s in stats], yerr=[float(s[1]) for s in stats],
                          fmt="o-", color=color, capsize=3, label=f"NSGD γ = {_num(gamma)}")
       bars.lines[0].set_gid(f"nsgd/{gamma:g}/{field}")
-  for (label, group), color in zip(nsgd_groups(sgd_runs), colors[len(gammas):]):
+  sgd_groups = nsgd_groups(sgd_runs)
+  for (_, group), (label, color) in zip(sgd_groups, nsgd_curve_styles(sgd_groups)):
     for ax, field in zip(axes, ("test_accuracy", "lambda_best")):
       mean, _, _ = mean_std([summaries[r.workdir][field] for r in group])
       ax.axhline(float(mean), color=color, linestyle=":", label=label, gid=f"{label}/{field}")
@@ -850,37 +980,61 @@ def nsgd_table(runs: Sequence[Run], val_epoch: Optional[float] = None) -> tuple[
 # ------------------------------------------------------------------------------------------
 # Beyond the paper: edge of stability, spectral density.
 
+def _eos_label(run: Run) -> str:
+  if run.get("full_batch"):
+    return f"GD η = {_num(run.get(LR))}"
+  return f"SGD η = {_num(run.get(LR))}, S = {run.get(BS)}"
+
+
+def _loss_series(run: Run, x: str, keys: Sequence[str]):
+  """(x, loss) of the first of ``keys`` the run logged; None when none."""
+  return next((run.series(k, x) for k in keys if run.has(k)), None)
+
+
 @_styled
-def edge_of_stability(runs: Sequence[Run], x: str = "epoch") -> Figure:
-  """η·λ_1 vs epoch (or step) against the threshold 2(1+m), for SGD and full-batch GD runs."""
+def edge_of_stability(runs: Sequence[Run]) -> Figure:
+  """η·λ_1 (top) and the training loss (below, log y) for full-batch GD runs against the step
+  and SGD runs against the epoch (a column each), with the threshold η·λ_1 = 2(1+m)."""
   for run in runs:
     _require(run, "eos/eta_lambda_max", "enable tracking.")
-  fig, axes = _figure(1, width=1.3)
-  ax = axes[0]
+  runs = sorted(runs, key=lambda r: (r.get(LR), -r.get(BS)))
+  columns = [(kind, x, group) for kind, x, group in (
+      ("full-batch GD", "step", [r for r in runs if r.get("full_batch")]),
+      ("SGD", "epoch", [r for r in runs if not r.get("full_batch")])) if group]
+  fig, axes = _figure(len(columns), 2, sharex="col", width=1.1, height=0.8)
   colors = _color_by(runs, LR)
-  runs = sorted(runs, key=lambda r: (not r.get("full_batch"), r.get(LR), -r.get(BS)))
-  for run in runs:
-    gd = bool(run.get("full_batch"))
-    label = f"GD, η = {_num(run.get(LR))}" if gd else (
-        f"SGD, η = {_num(run.get(LR))}, S = {run.get(BS)}")
-    xs, ys = run.series("eos/eta_lambda_max", x)
-    ax.plot(xs, ys, "-" if gd else "--", color=colors[run.get(LR)], label=label,
-            gid=f"{run.name}/eta_lambda_max")
-  thresholds = sorted({float(v) for r in runs for v in r.series("eos/threshold")[1]})
-  for t in thresholds:
-    ax.axhline(t, gid=f"threshold/{t:g}", label=f"2(1+m) = {t:g}",
-               **{**STYLE["reference"], "linestyle": ":"})
-  if x != "epoch":
-    ax.set_xlabel("iteration")
-  elif len({bool(r.get("full_batch")) for r in runs}) > 1:
-    ax.set_xlabel("epoch (for GD: one step)")
-  else:
-    ax.set_xlabel(_epoch_label(runs[0]))
-  ax.set_ylabel(r"$\eta\,\lambda_1$")
-  ax.set_title("GD solid, SGD dashed; above the line a quadratic would diverge")
-  ax.legend()
+  for col, (kind, x, group) in enumerate(columns):
+    ax_eos, ax_loss = axes[col], axes[len(columns) + col]
+    # GD: the loss of every step (its batch is the training set); SGD: the evaluations'.
+    loss_keys = (("train/batch_loss", "train/loss") if kind != "SGD" else
+                 ("train/loss", "train/batch_loss"))
+    for run in group:
+      color, label = colors[run.get(LR)], _eos_label(run)
+      ax_eos.plot(*run.series("eos/eta_lambda_max", x), color=color, label=label,
+                  gid=f"{run.name}/eta_lambda_max")
+      if (loss := _loss_series(run, x, loss_keys)) is not None:
+        ax_loss.plot(*loss, color=color, linewidth=1.0, label=label, gid=f"{run.name}/loss")
+    for t in sorted({float(v) for r in group for v in r.series("eos/threshold")[1]}):
+      ax_eos.axhline(t, gid=f"threshold/{t:g}", label=(
+          rf"$\eta\lambda_1 = {t:g}$" if t == 2 else f"2(1+m) = {t:g}"),
+                     **{**STYLE["reference"], "linestyle": ":"})
+    ax_eos.set_title(f"{kind}: above the line a quadratic would diverge")
+    ax_eos.set_ylabel(r"$\eta\,\lambda_1$")
+    ax_eos.legend()
+    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("training loss (log scale)")
+    ax_loss.set_title("training loss" + (" of every step" if kind != "SGD" else ""))
+    ax_loss.set_xlabel("step (one full-batch gradient step each)" if kind != "SGD"
+                       else _epoch_label(group[0]))
   _title(fig, "Edge of stability", runs)
   return fig
+
+
+def _finite_draws(a: dict) -> tuple[np.ndarray, np.ndarray]:
+  """(nodes, weights) of the draws whose Lanczos run stayed finite (the others are NaN)."""
+  nodes, weights = np.asarray(a["nodes"], np.float64), np.asarray(a["weights"], np.float64)
+  ok = np.isfinite(nodes).all(-1) & np.isfinite(weights).all(-1)
+  return nodes[ok], weights[ok]
 
 
 def density_curve(nodes, weights, grid, sigma: float) -> np.ndarray:
@@ -893,18 +1047,20 @@ def density_curve(nodes, weights, grid, sigma: float) -> np.ndarray:
 @_styled
 def spectral_density(run: Run, num_curves: int = 4, num_points: int = 800,
                      sigma: Optional[float] = None) -> Figure:
-  """The SLQ density of the Hessian (Gaussian-smoothed, log y) at a few evaluations.
+  """The SLQ density of the Hessian (Gaussian-smoothed, log y) at up to ``num_curves``
+  evaluations spread over the run, in time order (earliest first, viridis dark to light);
+  draws that were not finite are left out.
 
   σ defaults to 1% of the width of all the plotted nodes (the library's default, shared by
   the curves so they compare).
   """
-  entries = run.arrays("spectral_density")
+  entries = [(step, _finite_draws(a)) for step, a in run.arrays("spectral_density")]
+  entries = [(step, d) for step, d in entries if d[0].size]
   if not entries:
-    raise ValueError(f"run {run.workdir} has no arrays/spectral_density: enable "
+    raise ValueError(f"run {run.workdir} has no finite arrays/spectral_density: enable "
                      "analyses.spectral_density.")
-  picks = np.unique(np.linspace(0, len(entries) - 1, min(num_curves, len(entries))).round())
-  chosen = [entries[int(i)] for i in picks]
-  nodes = np.concatenate([a["nodes"].ravel() for _, a in chosen])
+  chosen = [entries[i] for i in _spread(len(entries), num_curves)]
+  nodes = np.concatenate([n.ravel() for _, (n, _) in chosen])
   lo, hi = float(nodes.min()), float(nodes.max())
   width = max(hi - lo, 1e-12)
   sigma = 0.01 * width if sigma is None else sigma
@@ -914,8 +1070,8 @@ def spectral_density(run: Run, num_curves: int = 4, num_points: int = 800,
   fig, axes = _figure(1, width=1.3)
   ax = axes[0]
   peak = 0.0
-  for i, (step, a) in enumerate(chosen):
-    density = density_curve(a["nodes"], a["weights"], grid, sigma)
+  for i, (step, (n, w)) in enumerate(chosen):
+    density = density_curve(n, w, grid, sigma)
     peak = max(peak, float(density.max()))
     ax.plot(grid, density, color=cmap(0.9 * i / max(len(chosen) - 1, 1)),
             label=f"epoch {epochs.get(step, math.nan):g} (step {step})", gid=f"density/{step}")
@@ -924,7 +1080,7 @@ def spectral_density(run: Run, num_curves: int = 4, num_points: int = 800,
   ax.set_xlabel(r"Hessian eigenvalue $\lambda$")
   ax.set_ylabel("spectral density (log scale)")
   ax.set_title(f"stochastic Lanczos quadrature, Gaussian σ = {sigma:.3g}")
-  ax.legend()
+  ax.legend(title="evaluation")
   _title(fig, "Hessian spectral density along training", [run])
   return fig
 
