@@ -49,7 +49,7 @@ SWEEP := JAX_COMPILATION_CACHE_DIR=$(JAX_CACHE) $(PYTHON) experiments/sweep.py
 FIGURE := $(PYTHON) experiments/figures.py --out=figures
 comma := ,
 ETA_003 := $(CPU_RUNS)/noise_grid/optimizer.learning_rate=0.03,batch_size=128,num_epochs=10,seed=0
-FAMILIES := noise_grid general_shape sharp_analysis alignment rescaling nsgd edge_of_stability \
+FAMILIES := noise_grid nsgd edge_of_stability rescaling sharp_analysis alignment general_shape \
   spectral_density
 # family -> the sweep's arguments after --config=configs/...
 ARGS_noise_grid := --config=configs/noise_grid.py:cpu

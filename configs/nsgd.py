@@ -19,12 +19,18 @@ is the η grid), ``cpu`` (``sharp_dirs.engine.config.cpu_scale``): SimpleCNN wit
 Fashion-MNIST examples (no augmentation) at η = 0.1 for 12 epochs of 2,560 examples, K = 5 from
 a top-5 solve on N = 256 every 2 epochs (40 steps; the paper: every epoch of 351 steps),
 reduce-on-plateau after 3 and early stopping after 5 evaluations without improvement; its
-sweep is γ ∈ {0.01, 0.1, 1, 5} and SGD at η ∈ {0.03, 0.3}, 5 seeds each.
+sweep is γ ∈ {0.01, 0.1, 1} with 12 seeds each (``CPU_SEEDS``, from the pilot's power
+estimate), γ = 5 with 4, SGD at η ∈ {0.03, 0.3} with 2, and the K ablation (K = 1, 3 at
+γ = 0.01; K = 5 is the main grid) with 2.
 """
 
 from sharp_dirs.engine import config as config_lib
 
 VARIANTS = ("simple_cnn", "resnet32", "sgd", "cpu")
+# Seeds of the cpu sweep's γ = 0.01, 0.1, 1 groups: the pilot (bench/RESULTS.md, "Pilots of the
+# gallery's run lengths") puts the paired training-loss gain at +0.10 ± 0.12 (std, 4 seeds), so
+# a paired t-test needs 12 seeds for 80% power; the final λ_1 needs 3, the accuracy margin 4.
+CPU_SEEDS = 12
 
 
 def get_config(arg=None):
@@ -66,7 +72,10 @@ def get_sweep(arg=None):
   if "sgd" in variant:
     return [{"optimizer.learning_rate": lr} for lr in (0.3, 0.2, 0.1, 0.05, 0.01, 0.005)]
   if "cpu" in variant:
-    return ([{"nsgd.gamma": g, "seed": s} for g in (0.01, 0.1, 1.0, 5.0) for s in range(5)]
+    return ([{"nsgd.gamma": g, "seed": s} for g in (0.01, 0.1, 1.0) for s in range(CPU_SEEDS)]
+            + [{"nsgd.gamma": 5.0, "seed": s} for s in range(4)]
             + [{"optimizer.name": "sgd", "optimizer.learning_rate": lr, "seed": s}
-               for lr in (0.03, 0.3) for s in range(5)])
+               for lr in (0.03, 0.3) for s in range(2)]
+            + [{"nsgd.gamma": 0.01, "nsgd.num_directions": k, "seed": s}
+               for k in (1, 3) for s in range(2)])
   return [{"nsgd.gamma": g, "seed": s} for g in (0.01, 0.1, 1.0, 5.0) for s in (777, 778)]

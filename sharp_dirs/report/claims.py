@@ -484,11 +484,16 @@ def claim_nsgd(runs: Sequence[Run]) -> Verdict:
   - at least as well: non-inferiority, the one-sided lower bound of the test accuracy's
     difference above −ACCURACY_MARGIN points (1 point, fixed before the runs: about the
     binomial noise of one accuracy on 2,000 test examples).
-  The mean ± std of each group (unpaired) is reported beside each."""
+  The mean ± std of each group (unpaired) is reported beside each. Only the runs at the
+  family's main K (the most common ``nsgd.num_directions`` among the nudged runs) are judged;
+  the others are its K ablation."""
+  runs = [r for r in runs if r.get("optimizer.name") in ("sgd", "nsgd")]
+  nudged = [r.get("nsgd.num_directions") for r in runs if not _is_baseline(r)]
+  main_k = max(set(nudged), key=nudged.count) if nudged else None
   groups = {}
   for run in runs:
-    if run.get("optimizer.name") not in ("sgd", "nsgd"):
-      continue
+    if not _is_baseline(run) and run.get("nsgd.num_directions") != main_k:
+      continue  # a K ablation run: drawn, not judged
     gamma = 1.0 if _is_baseline(run) else run.get("nsgd.gamma")
     groups.setdefault((run.get(LR), gamma), []).append(run)
   last = min((float(r.series("valid/accuracy", "epoch")[0][-1]) for r in runs
