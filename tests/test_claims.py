@@ -260,6 +260,23 @@ def test_nsgd_fails_when_flatter_or_worse_beyond_the_margin(tmp_path):
   assert [r for r in v.reasons if "at most 1 point lower" in r] and len(v.reasons) == 1
 
 
+def test_nsgd_judges_the_main_k_and_leaves_the_k_ablation_out(tmp_path):
+  """K-ablation runs share γ and seeds with the main grid: they are not pooled into (nor
+  overwrite) its pairs."""
+  base = [nsgd_run(tmp_path, "sgd", 1.0, 20 + 10 * d, 0.5 + d, 0.80, s)
+          for s, d in enumerate(SPREAD)]
+  main = [nsgd_run(tmp_path, "g001", 0.01, 26 + 10 * d, 0.4 + d, 0.80, s)
+          for s, d in enumerate(SPREAD)]
+  for run in main:
+    run.config["nsgd"]["num_directions"] = 5
+  ablation = [nsgd_run(tmp_path, "g001_k1", 0.01, 5.0, 2.0, 0.5, s) for s in range(2)]
+  for run in ablation:
+    run.config["nsgd"]["num_directions"] = 1
+  v = claims.claim_nsgd(base + main + ablation)
+  assert v.verdict == claims.HOLDS, v.reasons
+  assert v.statistics["γ = 0.01 vs γ = 1 at η = 0.1: paired"]["final_lambda_1"]["mean"] == 6.0
+
+
 def test_nsgd_needs_seeds_in_both_groups(tmp_path):
   base = [nsgd_run(tmp_path, "sgd", 1.0, 30, 0.5, 0.85, 0)]
   other = [nsgd_run(tmp_path, "g01", 0.1, 40, 0.4, 0.85, 1)]  # another seed: nothing to pair
