@@ -47,7 +47,6 @@ JOBS ?= 2
 JAX_CACHE ?= $(HOME)/.cache/sharp_dirs/jax
 SWEEP := JAX_COMPILATION_CACHE_DIR=$(JAX_CACHE) $(PYTHON) experiments/sweep.py
 FIGURE := $(PYTHON) experiments/figures.py --out=figures
-comma := ,
 ETA_003 := $(CPU_RUNS)/noise_grid/optimizer.learning_rate=0.03,batch_size=128,num_epochs=10,seed=0
 FAMILIES := noise_grid nsgd edge_of_stability rescaling sharp_analysis alignment general_shape \
   spectral_density
@@ -83,8 +82,7 @@ figures: install
 	$(FIGURE) --figure=alignment --runs=$(CPU_RUNS)/alignment
 	$(FIGURE) --figure=rescaling --runs=$(CPU_RUNS)/rescaling
 	$(FIGURE) --figure=nsgd --runs=$(CPU_RUNS)/nsgd
-	$(FIGURE) --figure=edge_of_stability \
-	  '--runs=$(CPU_RUNS)/edge_of_stability,$(subst $(comma),?,$(ETA_003))'  # --runs splits at commas
+	$(FIGURE) --figure=edge_of_stability '--runs=$(CPU_RUNS)/edge_of_stability,$(ETA_003)'
 	$(FIGURE) --figure=spectral_density --runs=$(CPU_RUNS)/spectral_density
 	$(PYTHON) experiments/claims.py --runs=$(CPU_RUNS) --out=figures
 	@echo "Family wall times (s), $(CPU_RUNS)/times.tsv:"; cat $(CPU_RUNS)/times.tsv

@@ -1,10 +1,15 @@
 r"""Regenerates the paper's figures and the NSGD table from run directories (PNG and PDF).
 
-  python experiments/figures.py --figure=noise_grid --runs='runs/grid_cpu/*' --out=figures/
+  python experiments/figures.py --figure=noise_grid --runs='runs/grid_cpu/*'
   python experiments/figures.py --figure=nsgd --runs=runs/nsgd_cpu,runs/nsgd_baselines_cpu
+  python experiments/figures.py --figure=edge_of_stability \
+      --runs=runs/eos_cpu,runs/grid_cpu/optimizer.learning_rate=0.03,batch_size=128,seed=0
   python experiments/figures.py --figure=all --runs_root=runs/
 
-``--runs`` takes run directories, globs and sweep directories (meaning their runs). Figures:
+``--runs`` takes run directories, globs and sweep directories (meaning their runs), separated
+by commas; a run directory whose name has commas (as sweep.py names them) is found whole. The
+figures go to ``--out`` (default ``runs/figures``; ``make figures`` writes the committed gallery
+with ``--out=figures``). Figures:
 general_shape, noise_grid, step_loss_change, cross_sections, alignment, rescaling, nsgd (also
 the K ablation when K varies, and nsgd_table.md/.tex), edge_of_stability, spectral_density
 (see ``sharp_dirs.report.figures``). ``all`` draws every figure from every group of runs under
@@ -26,7 +31,7 @@ from sharp_dirs.report import figures
 _FIGURE = flags.DEFINE_enum("figure", None, list(figures.FIGURES) + ["all"], "Which figure.")
 _RUNS = flags.DEFINE_list("runs", [], "Run directories, globs or sweep directories.")
 _RUNS_ROOT = flags.DEFINE_string("runs_root", None, "With --figure=all: where the runs are.")
-_OUT = flags.DEFINE_string("out", "figures", "Output directory.")
+_OUT = flags.DEFINE_string("out", "runs/figures", "Output directory (make figures: figures).")
 _VAL_EPOCH = flags.DEFINE_float("val_epoch", None, "NSGD table: the epoch of the validation "
                                 "accuracy column (default min(50, the last epoch)).")
 flags.mark_flag_as_required("figure")
@@ -36,10 +41,25 @@ def _is_run(path: str) -> bool:
   return os.path.isfile(os.path.join(path, metrics_io.METRICS))
 
 
+def rejoin(pieces: list[str]) -> list[str]:
+  """--runs split at every comma, put back together where a piece alone names nothing: sweep.py
+  names a run ``a=1,b=2``, so ``["runs/x/a=1", "b=2"]`` -> ``["runs/x/a=1,b=2"]``."""
+  out, i = [], 0
+  while i < len(pieces):
+    j = i + 1
+    while (j < len(pieces) and not glob.glob(os.path.expanduser(",".join(pieces[i:j])))
+           and glob.glob(os.path.expanduser(",".join(pieces[i:j + 1])) + "*")):
+      j += 1
+    out.append(",".join(pieces[i:j]))
+    i = j
+  return out
+
+
 def find_runs(patterns: list[str]) -> list[str]:
-  """Run directories named by ``patterns`` (paths, globs, or sweep directories)."""
+  """Run directories named by ``patterns`` (paths, globs, or sweep directories; pieces of a
+  name with commas are rejoined, ``rejoin``)."""
   found = []
-  for pattern in patterns:
+  for pattern in rejoin(patterns):
     matches = sorted(glob.glob(os.path.expanduser(pattern)))
     if not matches:
       raise app.UsageError(f"--runs: nothing matches {pattern!r}")

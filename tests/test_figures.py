@@ -800,3 +800,22 @@ def test_script_all_and_one(lr_grid, bs_grid, analysis_run, nsgd_runs, rescaling
       "nsgd_k_table.md", "nsgd_k_table.tex", "nsgd_nsgd_table.md", "nsgd_nsgd_table.tex"]
   assert "| γ = 1 | 2 | 200 ± 1 / 400 ± 1† | 20.5 ± 0.7 / 40.5 ± 0.7† |" in (
       tmp_path / "nsgd_nsgd_table.md").read_text()
+
+
+def test_script_runs_takes_sweep_run_names_with_commas(tmp_path):
+  """sweep.py names a run 'a=1,b=2'; --runs splits at commas, find_runs puts it back."""
+  script = load_script()
+  sweep = tmp_path / "sweep"
+  names = ["optimizer.learning_rate=0.03,batch_size=128,seed=0",
+           "optimizer.learning_rate=0.03,batch_size=128,seed=1"]
+  for name in names:
+    (sweep / name).mkdir(parents=True)
+    (sweep / name / "metrics.jsonl").write_text("")
+  other = tmp_path / "eos"
+  other.mkdir()
+  (other / "metrics.jsonl").write_text("")
+  flag = f"{other},{sweep / names[1]}"  # as a user writes it; absl splits it at every comma
+  assert script.find_runs(flag.split(",")) == [str(other), str(sweep / names[1])]
+  assert script.find_runs(str(sweep / "*seed=0").split(",")) == [str(sweep / names[0])]
+  with pytest.raises(script.app.UsageError, match="nothing matches"):
+    script.find_runs(f"{sweep}/optimizer.learning_rate=0.03,batch_size=512".split(","))
