@@ -72,17 +72,17 @@ def test_a_bad_field_is_one_line_naming_it():
   assert "--config.seed=1" in line, line
 
 
-NOISE_GRID_RUNS = [  # the names of the runs under runs/cpu/noise_grid: kept, so they are reused
+NOISE_GRID_RUNS = [  # the names of the runs under runs/cpu/noise_grid (issue 26's lengths)
     "optimizer.learning_rate=0.01,batch_size=128,num_epochs=24,seed=0",
     "optimizer.learning_rate=0.01,batch_size=128,num_epochs=24,seed=1",
     "optimizer.learning_rate=0.03,batch_size=128,num_epochs=10,seed=0",
     "optimizer.learning_rate=0.03,batch_size=128,num_epochs=10,seed=1",
-    "optimizer.learning_rate=0.1,batch_size=128,num_epochs=5,seed=0",
-    "optimizer.learning_rate=0.1,batch_size=128,num_epochs=5,seed=1",
+    "optimizer.learning_rate=0.1,batch_size=128,num_epochs=10,seed=0",
+    "optimizer.learning_rate=0.1,batch_size=128,num_epochs=10,seed=1",
     "optimizer.learning_rate=0.03,batch_size=32,num_epochs=10,seed=0",
     "optimizer.learning_rate=0.03,batch_size=32,num_epochs=10,seed=1",
-    "optimizer.learning_rate=0.03,batch_size=512,num_epochs=32,tracking.every_epochs=2,seed=0",
-    "optimizer.learning_rate=0.03,batch_size=512,num_epochs=32,tracking.every_epochs=2,seed=1",
+    "optimizer.learning_rate=0.03,batch_size=512,num_epochs=64,tracking.every_epochs=4,seed=0",
+    "optimizer.learning_rate=0.03,batch_size=512,num_epochs=64,tracking.every_epochs=4,seed=1",
 ]
 
 
