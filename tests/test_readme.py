@@ -112,3 +112,19 @@ def test_nsgd_chain_example_clips_nudges_and_refreshes():
   params = lambda n: jax.flatten_util.ravel_pytree(n["params"])[0]  # noqa: E731
   np.testing.assert_allclose(params(plain), params(no_nudge), rtol=1e-5, atol=1e-6)
   assert np.max(np.abs(params(ns) - params(plain))) > 1e-4
+
+
+def test_loading_a_run_example_gives_its_params_and_eigenpairs(tmp_path):
+  """The README's loader block on a tiny run: the parameters it restores give the logged test
+  accuracy's logits, and the eigenpairs are the tracker's last (the logged λ_1)."""
+  from test_faults import tiny  # pylint: disable=g-import-not-at-top
+  from sharp_dirs.engine import metrics_io, train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  assert train.train_and_evaluate(tiny(), workdir)["status"] == "finished"
+  ns = _run(f"workdir = {workdir!r}\n" + _block("train.restore_run(workdir)"))
+  assert ns["step"] == 6 and ns["logits"].shape == (8, 10)
+  run = metrics_io.read_run(workdir)
+  _, lam = run.series("hessian/lambda_1")
+  np.testing.assert_allclose(ns["pairs"].eigvals[0], lam[-1], rtol=1e-6)
+  leaves = jax.tree.leaves(ns["pairs"].eigvecs)
+  assert all(leaf.shape[0] == 2 for leaf in leaves)  # tiny(): k = 2
