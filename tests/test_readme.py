@@ -115,8 +115,8 @@ def test_nsgd_chain_example_clips_nudges_and_refreshes():
 
 
 def test_loading_a_run_example_gives_its_params_and_eigenpairs(tmp_path):
-  """The README's loader block on a tiny run: the parameters it restores give the logged test
-  accuracy's logits, and the eigenpairs are the tracker's last (the logged λ_1)."""
+  """The README's loader block on a tiny run: the restored parameters apply to test images, and
+  the eigenpairs are the tracker's last (the logged λ_1)."""
   from test_faults import tiny  # pylint: disable=g-import-not-at-top
   from sharp_dirs.engine import metrics_io, train  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / "run")
