@@ -169,8 +169,8 @@ def test_noise_grid_plots_smoothed_lambdas_on_the_merged_axis(lr_grid):
     want = np.concatenate([expected_smooth(lam[early], 5), expected_smooth(lam[~early], 5)])
     got = line(fig, f"{run.name}/hessian/lambda_1")
     np.testing.assert_allclose(got.get_ydata(), want)
-    np.testing.assert_allclose(got.get_xdata(), np.where(
-        early, epochs, 1 + (epochs - 1) / (last - 1)))
+    np.testing.assert_allclose(got.get_xdata(), np.where(  # the late part in log scale
+        early, epochs, 1 + np.log(np.maximum(epochs, 1.0)) / np.log(last)))
     assert got.get_linestyle() == "-"
     assert line(fig, f"{run.name}/hessian/lambda_2").get_linestyle() == "-."
     assert figures.peak_lambda_max(run) == pytest.approx(want.max())
@@ -272,9 +272,9 @@ def test_noise_grid_panels_end_at_their_longest_run(seed_sweep):
     labels = np.array([float(t.get_text()) for t in ax.get_xticklabels()])
     assert labels.max() <= longest  # the ticks are the panel's own epochs
     np.testing.assert_allclose(ax.get_xticks(), figures.merged_epoch(labels, 1.0, longest))
-  # η = 0.1 ran 4 epochs of the η panel's 6: it ends at 1 + 3/5.
+  # η = 0.1 ran 4 epochs of the η panel's 6: it ends at 1 + log 4 / log 6 (log scale after 1).
   got = line(fig, f"{setting(0.1, 128, 4)}/hessian/lambda_1", eta_panel)
-  assert got.get_xdata()[-1] == pytest.approx(1.6)
+  assert got.get_xdata()[-1] == pytest.approx(1 + np.log(4) / np.log(6))
 
 
 

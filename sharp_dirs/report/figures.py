@@ -344,16 +344,22 @@ def peak_lambda_max(run: Run, window: int = 5) -> float:
 
 
 def merged_epoch(epoch, zoom_end: float, last_epoch: float) -> np.ndarray:
-  """The paper's merged axis: epochs [0, zoom_end) on [0, 1], [zoom_end, last] on [1, 2]."""
+  """The paper's merged axis: epochs [0, zoom_end) on [0, 1] (linear: the zoom), then
+  [zoom_end, last] on [1, 2] in log scale, so that runs of 10 and of 64 epochs in one panel
+  both show their course."""
   epoch = np.asarray(epoch, np.float64)
-  late = 1.0 + (epoch - zoom_end) / max(last_epoch - zoom_end, 1e-12)
+  span = math.log(max(last_epoch / zoom_end, 1.0 + 1e-12))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    late = 1.0 + np.log(np.maximum(epoch, zoom_end) / zoom_end) / span
   return np.where(epoch < zoom_end, epoch / zoom_end, late)
 
 
 def _merged_ticks(ax, zoom_end: float, last_epoch: float) -> None:
   early = [t for t in ticker.MaxNLocator(3).tick_values(0, zoom_end) if 0 <= t < zoom_end * 0.8]
-  late = [t for t in ticker.MaxNLocator(4, integer=True).tick_values(zoom_end, last_epoch)
-          if zoom_end + 0.1 * (last_epoch - zoom_end) <= t <= last_epoch]
+  late = [t for t in (2, 3, 5, 10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000)
+          if 1.5 * zoom_end <= t * 1.0 <= last_epoch]
+  if last_epoch not in late and (not late or last_epoch >= 1.3 * late[-1]):
+    late.append(last_epoch)
   ticks = early + [zoom_end] + late
   ax.set_xticks(merged_epoch(ticks, zoom_end, last_epoch), [f"{t:g}" for t in ticks])
 
@@ -443,7 +449,7 @@ def noise_grid(runs: Sequence[Run], window: int = 5) -> Figure:
       ax.axvline(1.0, gid="zoom_boundary", **STYLE["zoom_line"])
       _merged_ticks(ax, zoom_end, last)
       ax.set_xlim(0.0, 2.0)
-      ax.set_xlabel(f"epoch (the first {zoom_end:g} zoomed, left of the line)")
+      ax.set_xlabel(f"epoch (the first {zoom_end:g} zoomed, left of the line; log scale after)")
     else:
       ax.set_xlim(0.0, last)
       ax.set_xlabel(_epoch_label(group[0]))
