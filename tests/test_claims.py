@@ -402,3 +402,19 @@ def test_edge_median_weighs_odd_and_even_steps_alike():
   alternating = np.tile([0.9, 1.3], 10)
   assert np.allclose(claims.rolling_median(alternating, claims.EDGE_MEDIAN)[6:], 1.1)
   assert claims.rolling_median(np.array([3.0, 1.0, 2.0]), 2).tolist() == [3.0, 2.0, 1.5]
+
+
+def test_nsgd_reads_the_loss_at_half_of_the_compared_runs(tmp_path):
+  """An SGD row at another η that stopped early does not move the epoch of the loss reading
+  (a bug of the first gallery report: it took half of the family's shortest run)."""
+  base = [nsgd_run(tmp_path, "sgd", 1.0, 20 + 10 * d, 0.5 + d, 0.80, s)
+          for s, d in enumerate(SPREAD)]
+  sharp = [nsgd_run(tmp_path, "g001", 0.01, 26 + 10 * d, 0.4 + d, 0.80, s)
+           for s, d in enumerate(SPREAD)]
+  other = write_run(tmp_path / "sgd_lr0.3", {"optimizer": {"name": "sgd", "learning_rate": 0.3},
+                                             "seed": 0},
+                    [{"step": 0, "epoch": 0.0, "valid/accuracy": 0.5, "train/loss": 2.0},
+                     {"step": 20, "epoch": 2.0, "valid/accuracy": 0.5, "train/loss": 2.0}])
+  v = claims.claim_nsgd(base + sharp + [other])
+  assert v.statistics["loss_epoch"] == pytest.approx(4.0), v.statistics["loss_epoch"]
+  assert v.verdict == claims.HOLDS, v.reasons

@@ -496,7 +496,11 @@ def claim_nsgd(runs: Sequence[Run]) -> Verdict:
       continue  # a K ablation run: drawn, not judged
     gamma = 1.0 if _is_baseline(run) else run.get("nsgd.gamma")
     groups.setdefault((run.get(LR), gamma), []).append(run)
-  last = min((float(r.series("valid/accuracy", "epoch")[0][-1]) for r in runs
+  # "The run": the shortest of the runs compared (γ < 1 beside γ = 1 at one η), not of the
+  # family's other rows (an early-stopped SGD baseline at another η must not move the epoch).
+  compared = [r for (lr, gamma), group in groups.items() for r in group
+              if (lr, 1.0) in groups and any(l == lr and g < 1 for l, g in groups)]
+  last = min((float(r.series("valid/accuracy", "epoch")[0][-1]) for r in compared
               if r.has("valid/accuracy")), default=math.nan)
   loss_epoch = LOSS_EPOCH_FRACTION * last
   conditions, stats = [], {"loss_epoch": loss_epoch}
