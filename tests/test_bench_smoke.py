@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pathlib
+import subprocess
 import sys
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
@@ -158,3 +159,14 @@ def test_bench_sample_noise_progress_speaks_while_a_solve_runs(capsys):
   assert "init N=64 sample 1/1: 100% of the work" in capsys.readouterr().out
   time.sleep(0.5)
   assert "still working" not in capsys.readouterr().out
+
+
+def test_bench_vmap_runs_smoke():
+  """bench_vmap_runs.py on the MLP for R = 1, 2: both pieces timed, separate and vmapped."""
+  out = subprocess.run([sys.executable, str(BENCH / "bench_vmap_runs.py"), "--runs=1,2",
+                        "--repeats=1", "--models=mlp", "--hessian_examples=256",
+                        "--lanczos_steps=4", "--batch_size=8"],
+                       capture_output=True, text=True, timeout=600, env=fast_env())
+  assert out.returncode == 0, out.stderr[-3000:]
+  rows = [line for line in out.stdout.splitlines() if line.startswith("| mlp |")]
+  assert len(rows) == 4 and all(float(r.split("|")[-2].strip(" ×")) > 0 for r in rows), rows
