@@ -405,8 +405,9 @@ def test_edge_median_weighs_odd_and_even_steps_alike():
 
 
 def test_nsgd_reads_the_loss_at_half_of_the_compared_runs(tmp_path):
-  """An SGD row at another η that stopped early does not move the epoch of the loss reading
-  (a bug of the first gallery report: it took half of the family's shortest run)."""
+  """An SGD row at another η or a γ = 5 run that stopped early does not move the epoch of the
+  loss reading (a bug of the first gallery report: it took half of the family's shortest
+  run)."""
   base = [nsgd_run(tmp_path, "sgd", 1.0, 20 + 10 * d, 0.5 + d, 0.80, s)
           for s, d in enumerate(SPREAD)]
   sharp = [nsgd_run(tmp_path, "g001", 0.01, 26 + 10 * d, 0.4 + d, 0.80, s)
@@ -415,6 +416,9 @@ def test_nsgd_reads_the_loss_at_half_of_the_compared_runs(tmp_path):
                                              "seed": 0},
                     [{"step": 0, "epoch": 0.0, "valid/accuracy": 0.5, "train/loss": 2.0},
                      {"step": 20, "epoch": 2.0, "valid/accuracy": 0.5, "train/loss": 2.0}])
-  v = claims.claim_nsgd(base + sharp + [other])
+  unstable = [nsgd_run(tmp_path, "g5", 5.0, 5.0, 2.0, 0.3, s) for s in range(2)]
+  for run in unstable:  # γ = 5 at the same η, early-stopped at epoch 2
+    run.rows[:] = run.rows[:3]
+  v = claims.claim_nsgd(base + sharp + [other] + unstable)
   assert v.statistics["loss_epoch"] == pytest.approx(4.0), v.statistics["loss_epoch"]
   assert v.verdict == claims.HOLDS, v.reasons
