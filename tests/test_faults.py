@@ -498,6 +498,13 @@ def test_flag_errors_are_described_in_one_line():
   assert "--config.optimizer.kwargs.foo: the config has no field 'foo'" in message
   assert "--config.optimizer.kwargs=\"{'foo': value}\"" in message
   assert "unknown config variant" in describe("--config=configs/noise_grid.py:nope")
+  # A typo: ml_collections' suggestion, once, without its escaping or newline.
+  for flag, suggestion in (("--config.optimizer.learnig_rate=0.1", "'learning_rate'"),
+                           ("--config.optimizr.learning_rate=0.1", "'optimizer'")):
+    message = describe("--config=configs/noise_grid.py:cpu", flag)
+    field = flag.split("=")[0].rpartition(".")[2] if "learnig" in flag else "optimizr"
+    assert message == (f"{flag.split('=')[0]}: the config has no field '{field}'; did you mean "
+                       f"{suggestion}?"), message
   assert describe("--config=configs/noise_grid.py:cpu", "--config.optimizer.kwargs.b1=0.95",
                   "--config.optimizer.name=adam") is None
   assert describe.values["config"].value.optimizer.kwargs.b1 == 0.95
