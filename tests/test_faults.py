@@ -530,3 +530,40 @@ def test_evaluate_says_what_is_missing(reference, tmp_path):
   os.makedirs(tmp_path / "empty")
   line = one_line(run_script("experiments/evaluate.py", f"--workdir={tmp_path / 'empty'}"))
   assert "it is not a run directory" in line
+
+
+def test_a_killed_run_leaves_its_checkpointed_rows_in_tensorboard_and_a_running_status(
+    tmp_path, reference, monkeypatch):
+  """Killed during its checkpoint at step 6: TensorBoard's reader already sees every row up to
+  the checkpoint at step 4 (the writer flushes at each checkpoint, not only every 30 s), and
+  status.json says the run is running, from step 4. The resumed run's TensorBoard then shows
+  each step of metrics.jsonl once."""
+  from tensorboard.backend.event_processing import event_accumulator  # the test extras'
+  ref, _ = reference
+  original = checkpoint_lib.Checkpoints._save
+
+  def killing_save(manager, step, tree, meta):
+    if step == 6:
+      raise Killed()
+    return original(manager, step, tree, meta)
+
+  monkeypatch.setattr(checkpoint_lib.Checkpoints, "_save", staticmethod(killing_save))
+  with pytest.raises(Killed):
+    train.train_and_evaluate(tiny(), str(tmp_path))
+  monkeypatch.undo()
+
+  def tensorboard_steps(tag):
+    acc = event_accumulator.EventAccumulator(
+        str(tmp_path / "tensorboard"), size_guidance={event_accumulator.SCALARS: 0}).Reload()
+    return [e.step for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+  logged = [r["step"] for r in metrics_io.read_run(str(tmp_path)).rows if "valid/accuracy" in r]
+  assert [s for s in tensorboard_steps("valid/accuracy") if s <= 4] == [
+      s for s in logged if s <= 4] == [0, 2, 4]
+  status = json.loads((tmp_path / "status.json").read_text())
+  assert status["status"] == "running" and status["step"] == 4 and status["total_steps"] == 6
+  assert train.train_and_evaluate(tiny(), str(tmp_path))["status"] == "finished"
+  assert json.loads((tmp_path / "status.json").read_text())["status"] == "finished"
+  rows = metrics_io.read_run(str(tmp_path)).rows
+  assert tensorboard_steps("valid/accuracy") == [r["step"] for r in rows if "valid/accuracy" in r]
+  assert_same_run(ref, tmp_path)

@@ -8,7 +8,8 @@ A run directory holds
 - ``arrays/<name>/<step>.npz``: what is not scalar (cross-section curves, loss-change tables,
   spectral densities), one file per step;
 - ``tensorboard/``: event files of every finite numeric scalar, for ``tensorboard --logdir``;
-- ``status.json``: how the run ended (``finished``, ``diverged``, ``early_stopped``) and why;
+- ``status.json``: while the run runs, ``running`` with the step of its latest checkpoint;
+  then how it ended (``finished``, ``diverged``, ``early_stopped``) and why;
 - ``checkpoints/``, ``best/``, ``.lock``, ``config_changes.jsonl``: see ``sharp_dirs.engine.checkpoint``
   and ``sharp_dirs.engine.rundir``.
 
@@ -155,9 +156,12 @@ class MetricWriter:
         os.path.join(workdir, "tensorboard"), first_step=last + 1)
 
   def write_json(self, name: str, value: Mapping[str, Any]) -> None:
+    """Writes ``<workdir>/<name>`` whole or not at all (a kill mid-write leaves the old file)."""
     if self.active:
-      with open(os.path.join(self.workdir, name), "w", encoding="utf-8") as f:
+      path = os.path.join(self.workdir, name)
+      with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(value, f, indent=2, default=_jsonable)
+      os.replace(path + ".tmp", path)
 
   def write_row(self, step: int, values: Mapping[str, Any]) -> None:
     """Appends {"step": step, **values} to metrics.jsonl; numeric scalars go to TensorBoard."""

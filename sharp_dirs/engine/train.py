@@ -517,6 +517,7 @@ class Loop:
   def run(self, stop_at_step: Optional[int] = None) -> dict:
     """Runs to the end (or ``stop_at_step``, divergence, early stopping); the status dict."""
     c, schedule = self.config, self.schedule
+    self.write_running_status()
     while True:
       if self.step != self.resumed_at:  # a resumed step's actions ran before its checkpoint
         if c.tracking.enabled and schedule.tracking_due(self.step, c.tracking.every_epochs):
@@ -595,6 +596,8 @@ class Loop:
       meta = {"loop": dataclasses.asdict(self.loop), "has_pairs": self.pairs is not None,
               "has_new_directions": self.new_directions is not None}
       self.checkpoints.save(step, tree, meta)
+      self.writer.flush()  # TensorBoard holds every row the checkpoint covers
+      self.write_running_status()
     if self.best_due is not None:  # after the latest: see sharp_dirs.engine.checkpoint
       self.checkpoints.save_best(self.best_due[0], {"params": self.state.params,
                                                     "model_state": self.state.model_state},
@@ -643,6 +646,13 @@ class Loop:
                 "" if rate is None else f"  {rate:.0f} examples/s",
                 "" if loss is None else f"  loss {loss:.4f}", self.lam_text, _format_eta(left),
                 self.timer.shares())
+
+  def write_running_status(self) -> None:
+    """status.json while the run runs: "running", the step of its latest checkpoint (where a
+    kill resumes from) and the total; ``finish`` replaces it by how the run ended."""
+    self.writer.write_json("status.json", {
+        "status": "running", "step": int(self.step), "total_steps": self.schedule.total_steps,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
   def finish(self) -> dict:
     """The status (diverged when the last checked loss is not finite), written and returned."""
