@@ -134,6 +134,40 @@ def test_tracking_schedule_zooms_then_goes_per_epoch(tmp_path):
   np.testing.assert_array_equal(warm, [0, 1, 1, 1, 1])
 
 
+@pytest.mark.parametrize("spe,total,zoom_steps,zoom_every,every", [
+    (20, 200, 20, 2, 1), (5, 320, 5, 1, 4), (20, 480, 0, 1, 2), (7, 50, 30, 4, 3),
+    (1, 400, 0, 1, 5), (20, 10, 20, 2, 1)])
+def test_schedule_counts_what_is_still_due_as_its_predicates_say(spe, total, zoom_steps,
+                                                                  zoom_every, every):
+  """The counts behind the progress lines' time left, against the predicates step by step."""
+  schedule = train.Schedule(spe, total, zoom_steps, zoom_every)
+  for after in sorted({0, 1, zoom_steps - 1, zoom_steps, total // 2, total - 1, total}):
+    if after < 0:
+      continue
+    steps = range(after + 1, total + 1)
+    assert schedule.count_tracking(after, every) == sum(
+        schedule.tracking_due(s, every) for s in steps), after
+    assert schedule.count_every_epochs(after, every) == sum(
+        schedule.every_epochs(s, every) for s in steps), after
+
+
+def test_time_left_counts_each_part_by_its_calls_to_come():
+  """A run whose zoom tracked densely at the start: the time left is the train steps at their
+  own pace plus the tracking evaluations still due at theirs, not elapsed / steps_done."""
+  loop = train.Loop.__new__(train.Loop)  # only what seconds_left reads
+  loop.config = config_lib.default_config()
+  loop.config.tracking.every_epochs, loop.config.eval.every_epochs = 1, 1
+  loop.schedule = train.Schedule(20, 200, 20, 2)  # zoom: every 2 steps over the first 20
+  loop.step = 3
+  loop.timer = train.PartTimer()
+  loop.timer.seconds.update(train=0.3, track=10.0, evaluate=1.0, checkpoint=0.03)
+  loop.timer.calls.update(train=3, track=2, evaluate=1, checkpoint=3)
+  tracks_left = loop.schedule.count_tracking(3, 1)
+  assert tracks_left == 8 + 10  # zoom steps 4..18, then steps 20, 40, ..., 200
+  expected = 0.1 * 197 + 5.0 * tracks_left + 1.0 * 10 + 0.01 * 197
+  assert loop.seconds_left() == pytest.approx(expected)
+
+
 def test_tracked_eigenvalues_match_a_dense_solve_on_the_same_sample(tmp_path):
   """λ_1..λ_k logged at step 0 equal the dense Hessian's on the tracker's own sample."""
   _, c = load_config("noise_grid")

@@ -328,6 +328,24 @@ class Schedule:
     zoom = step < self.zoom_steps and step % self.zoom_every == 0
     return zoom or self.every_epochs(step, every_epochs)
 
+  def count_every_epochs(self, after: int, n: int) -> int:
+    """How many steps s in (after, total_steps] have ``every_epochs(s, n)``."""
+    period, end = self.steps_per_epoch * n, self.total_steps
+    return max(0, end // period - after // period) + int(end % period != 0 and after < end)
+
+  def count_tracking(self, after: int, every_epochs: int) -> int:
+    """How many steps s in (after, total_steps] have ``tracking_due(s, every_epochs)``."""
+    last_zoom = min(self.zoom_steps - 1, self.total_steps)
+    if last_zoom <= after:
+      return self.count_every_epochs(after, every_epochs)
+    zoom = last_zoom // self.zoom_every - after // self.zoom_every
+    period = self.steps_per_epoch * every_epochs
+    both = last_zoom // math.lcm(self.zoom_every, period) - after // math.lcm(
+        self.zoom_every, period)  # zoom steps that are epoch steps too ...
+    end = self.total_steps  # ... and the last step, when it is a zoom step off the period
+    both += int(end <= last_zoom and end % self.zoom_every == 0 and end % period != 0)
+    return self.count_every_epochs(after, every_epochs) + zoom - both
+
 
 def make_schedule(config, num_train: int) -> Schedule:
   if config.full_batch:
@@ -436,6 +454,7 @@ class PartTimer:
   def __init__(self):
     self.started = time.perf_counter()
     self.seconds = dict.fromkeys(("train", "track", "evaluate", "checkpoint"), 0.0)
+    self.calls = dict.fromkeys(self.seconds, 0)
 
   @contextlib.contextmanager
   def part(self, name: str):
@@ -444,6 +463,7 @@ class PartTimer:
       yield
     finally:
       self.seconds[name] += time.perf_counter() - start
+      self.calls[name] += 1
 
   def elapsed(self) -> float:
     return time.perf_counter() - self.started
@@ -553,9 +573,9 @@ class Loop:
         self.state.params, self.state.model_state, step, self.loop.num_trackings, lr)
     self.loop.num_trackings += 1
     self.lam_text = f"{values['hessian/lambda_1']:.3g}"
-    logger.info("step %d (epoch %.2f): λ_1 %s (tracking: %d HVPs in %.1f s; time so far: %s)",
+    logger.info("step %d (epoch %.2f): λ_1 %s (tracking: %d HVPs in %.1f s)",
                 step, self.schedule.epoch(step), self.lam_text, values["hessian/num_hvps"],
-                values["hessian/seconds"], self.timer.shares() or "—")
+                values["hessian/seconds"])  # the shares: in the progress lines
     self.log(values)
     for name, arr in arrays.items():
       self.writer.write_arrays(step, name, arr)
@@ -640,12 +660,24 @@ class Loop:
   def progress(self, loss: Optional[float], rate: Optional[float]) -> None:
     """A progress line: step, epoch, examples/s, loss, λ_1, time left, each part's share."""
     self.last_progress = time.perf_counter()
-    left = self.timer.elapsed() / self.steps_done * (self.schedule.total_steps - self.step)
+    left = self.seconds_left()
     logger.info("step %d/%d (epoch %.2f)%s%s  λ_1 %s  left %s  (%s)", self.step,
                 self.schedule.total_steps, self.schedule.epoch(self.step),
                 "" if rate is None else f"  {rate:.0f} examples/s",
                 "" if loss is None else f"  loss {loss:.4f}", self.lam_text, _format_eta(left),
                 self.timer.shares())
+
+  def seconds_left(self) -> float:
+    """Each part's mean seconds per call times its calls still to come (the zoom's dense
+    tracking and the last step's solve included), summed; a part not timed yet counts as 0."""
+    c, schedule, timer, step = self.config, self.schedule, self.timer, self.step
+    due = {"train": schedule.total_steps - step,
+           "track": schedule.count_tracking(step, c.tracking.every_epochs)
+                    if c.tracking.enabled else 0,
+           "evaluate": schedule.count_every_epochs(step, c.eval.every_epochs),
+           "checkpoint": schedule.total_steps - step}  # called every step, saves when due
+    return sum(timer.seconds[part] / timer.calls[part] * n
+               for part, n in due.items() if timer.calls[part])
 
   def write_running_status(self) -> None:
     """status.json while the run runs: "running", the step of its latest checkpoint (where a
