@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pathlib
+import time
 
 import jax
 import jax.numpy as jnp
@@ -401,19 +402,42 @@ def test_train_evaluate_scripts_end_to_end(tmp_path):
                    "--num_examples=64", "--num_probes=3",
                    "--max_examples=64")  # the test examples the run evaluated
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "[1 of 2, " in out.stdout and "[2 of 2, " in out.stdout, out.stdout  # progress
-  assert "top-3 Hessian eigenpairs on 64 examples" in out.stdout, out.stdout
-  run = metrics_io.read_run(str(workdir))
-  for which in ("best", "last"):
-    result = json.load(open(workdir / f"evaluation_{which}.json"))
+  assert "[1–2 of 2, " in out.stdout, out.stdout  # progress
+  results = {w: json.load(open(workdir / f"evaluation_{w}.json")) for w in ("best", "last")}
+  solves = out.stdout.count("top-3 Hessian eigenpairs on 64 examples")
+  same_step = results["best"]["step"] == results["last"]["step"]
+  assert solves == (1 if same_step else 2), out.stdout  # one evaluation per distinct step
+  assert ("evaluated once" in out.stdout) == same_step
+  for which, result in results.items():
+    assert result["checkpoint"] == which
     assert len(result["lambda"]) == 3 and result["lambda"][0] >= result["lambda"][2]
     assert result["frobenius"] >= result["lambda"][0] > 0  # ‖H‖_F >= λ_max (to MC noise)
     assert math.isfinite(result["frobenius_as_in_paper"])
+  run = metrics_io.read_run(str(workdir))
   last = json.load(open(workdir / "evaluation_last.json"))
   _, logged = run.series("test/accuracy")
   assert last["test/accuracy"] == pytest.approx(logged[-1], abs=1e-6)
   _, dist = run.series("distance_from_init")
   assert last["distance_from_init"] == pytest.approx(dist[-1], rel=1e-5)
+  # At its defaults it takes the run's own k and N (the tracker's).
+  out = run_script("experiments/evaluate.py", f"--workdir={workdir}", "--checkpoint=last",
+                   "--num_probes=2", "--max_examples=64", "--overwrite")
+  assert out.returncode == 0, out.stderr[-3000:]
+  config = config_lib.from_stored(json.load(open(workdir / "config.json")))
+  assert (f"top-{config.tracking.k} Hessian eigenpairs on {config.tracking.num_examples} "
+          "examples") in out.stdout, out.stdout
+
+
+def test_evaluate_heartbeat_speaks_during_a_long_phase():
+  from test_faults import import_script  # pylint: disable=g-import-not-at-top
+  evaluate = import_script("evaluate")  # its absl flags unregistered again
+  heard = []
+  with evaluate.heartbeat(heard.append, "solving", every=0.05):
+    time.sleep(0.28)
+  count = len(heard)
+  time.sleep(0.12)
+  assert 3 <= count <= 6 and len(heard) == count  # it speaks while the block runs, then stops
+  assert heard[0].startswith("  ... still solving, ")
 
 
 def test_optimizers_by_name_with_clipping_and_the_plateau_multiplier():
