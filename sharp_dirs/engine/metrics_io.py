@@ -37,8 +37,6 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from sharp_dirs.engine import tensorboard
-
 METRICS = "metrics.jsonl"
 logger = logging.getLogger(__name__)
 
@@ -152,6 +150,8 @@ class MetricWriter:
       if int(os.path.basename(name)[:-4]) > last:
         os.remove(name)
     self._file = open(path, "a", encoding="utf-8")
+    from sharp_dirs.engine import tensorboard  # pylint: disable=g-import-not-at-top  (a writer
+    # needs tensorboardX; reading runs, and so ``import sharp_dirs``, does not)
     self._tb = tensorboard.EventFileWriter(  # TensorBoard hides the dropped rows' steps too
         os.path.join(workdir, "tensorboard"), first_step=last + 1)
 
