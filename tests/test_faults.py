@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import set_field
+from testing import set_field
 from sharp_dirs import nudge
 from sharp_dirs.curvature import hessian
 from sharp_dirs.engine import checkpoint as checkpoint_lib

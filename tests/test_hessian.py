@@ -7,7 +7,7 @@ import pytest
 
 from sharp_dirs.curvature import hessian
 from sharp_dirs.curvature import tree_math as tm
-from conftest import dense_hessian, flat, mlp_problem
+from testing import dense_hessian, flat, mlp_problem
 
 
 def _unravel_like(params):

@@ -18,7 +18,7 @@ from sharp_dirs.engine import config as config_lib
 from sharp_dirs.engine import metrics_io
 from sharp_dirs.engine import tracking
 from sharp_dirs.engine import train
-from conftest import CANONICAL_2D, conv_layouts, set_field
+from testing import CANONICAL_2D, conv_layouts, set_field
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
