@@ -182,9 +182,17 @@ def set_lr_multiplier(opt_state, value: float):
   return opt_state[:-1] + (last._replace(hyperparams=hyper),)
 
 
+def nsgd_directions(config) -> Optional[str]:
+  """Where Nudged SGD's directions come from: "tracker" (the tracker's solve, as the paper),
+  "train_batch" (Lanczos on the train batch inside the step), or None (not NSGD, or rule
+  "random", which draws its own)."""
+  if config.optimizer.name != "nsgd" or config.nsgd.rule == "random":
+    return None
+  return config.nsgd.eigenpairs_from
+
+
 def nsgd_uses_tracker(config) -> bool:
-  return (config.optimizer.name == "nsgd" and config.nsgd.rule != "random"
-          and config.nsgd.eigenpairs_from == "tracker")
+  return nsgd_directions(config) == "tracker"
 
 
 def make_train_step(config, model, placement: Optional[distributed.Placement] = None, *,
@@ -215,38 +223,37 @@ def _jit_train_step(config, model, placement, make_tx):
   config = config.copy_and_resolve_references()
   make_tx = make_tx or functools.partial(make_optimizer, config)
   l2 = config.l2
-  in_step = (config.optimizer.name == "nsgd" and config.nsgd.rule != "random"
-             and config.nsgd.eigenpairs_from == "train_batch")
 
-  def loss_and_grad(params, model_state, batch, rng):
+  def minibatch_loss_and_grad(params, model_state, batch, rng):
+    """(loss, new model state, accuracy), grads on one batch."""
     def loss(p):
       return model_loss.train_loss_and_state(model, p, model_state, batch, rng, l2)
-    return jax.value_and_grad(loss, has_aux=True)(params)
+    (value, (new_state, logits)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return (value, new_state, model_loss.accuracy(logits, batch[model.target_key])), grads
 
-  if config.full_batch:
-    def loss_and_grad(params, model_state, batches, rng):  # pylint: disable=function-redefined
-      def one(batch):
-        (value, (_, logits)), grads = jax.value_and_grad(
-            lambda p: model_loss.train_loss_and_state(model, p, model_state, batch, rng, l2),
-            has_aux=True)(params)
-        return value, grads, model_loss.accuracy(logits, batch[model.target_key])
-      # lax.map is a loop: on CPU its convolutions need conv_layout's rewrite.
-      values, grads, accs = jax.lax.map(conv_layout.if_enabled(one), batches)
-      grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
-      return (jnp.mean(values), (model_state, None, jnp.mean(accs))), grads
+  def full_batch_loss_and_grad(params, model_state, batches, rng):
+    """The same over all batches [B, ...] of the training set, averaged (model state kept)."""
+    def one(batch):
+      (value, _, accuracy), grads = minibatch_loss_and_grad(params, model_state, batch, rng)
+      return value, grads, accuracy
+    # lax.map is a loop: on CPU its convolutions need conv_layout's rewrite.
+    values, grads, accs = jax.lax.map(conv_layout.if_enabled(one), batches)
+    grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+    return (jnp.mean(values), model_state, jnp.mean(accs)), grads
+
+  loss_and_grad = full_batch_loss_and_grad if config.full_batch else minibatch_loss_and_grad
+  directions = nsgd_directions(config)
 
   def step(state, batch, eigenpairs, hyperparams):
     tx = make_tx(hyperparams)
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(hyperparams["seed"]), 1)
     rng = jax.random.fold_in(dropout_key, state.step)
-    (value, aux), grads = loss_and_grad(state.params, state.model_state, batch, rng)
-    model_state = aux[0]
-    accuracy = aux[2] if config.full_batch else model_loss.accuracy(
-        aux[1], batch[model.target_key])
+    (value, model_state, accuracy), grads = loss_and_grad(
+        state.params, state.model_state, batch, rng)
     extra = {}
-    if nsgd_uses_tracker(config):  # new directions after a tracker solve, else keep the state's
+    if directions == "tracker":  # new directions after a tracker solve, else keep the state's
       extra["eigenpairs"] = nudge.KEEP if eigenpairs is None else eigenpairs
-    if in_step:
+    if directions == "train_batch":
       curvature = tracking.curvature_loss_fn(model, state.model_state, l2)
       extra["obj_fn"] = lambda p: curvature(p, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
@@ -439,8 +446,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
 
 
 def _train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = None) -> dict:
-  """``train_and_evaluate`` once the workdir is locked and its config checked."""
-  config_lib.validate(config)
+  """``train_and_evaluate`` once the config is validated, the workdir locked and checked."""
   return Loop(config, workdir).run(stop_at_step)
 
 
