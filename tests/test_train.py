@@ -207,6 +207,12 @@ def test_a_killed_run_resumes_to_the_same_metrics_and_params(tmp_path):
   # Killed mid-epoch 2 (after its checkpoint at step 4, before the one at step 8): rows and
   # arrays logged after step 4 must be replaced by the resumed run's.
   assert train.train_and_evaluate(c, killed, stop_at_step=6)["status"] == "stopped"
+  loop = train.Loop(c, killed)  # the resumed loop's progress lines show the last λ_1, not "—"
+  steps, logged = metrics_io.read_run(killed).series("hessian/lambda_1")
+  assert loop.resumed_at == 4  # the checkpoint before the stop
+  assert loop.lam_text == f"{logged[steps <= 4][-1]:.3g}"
+  loop.writer.close()
+  loop.checkpoints.close()
   train.train_and_evaluate(c, killed)
 
   def comparable(run):

@@ -536,7 +536,8 @@ class Loop:
     self.last_progress = self.timer.started
     self.pending = None  # (step, loss) of the previous train step, checked one step late
     self.best_due = None  # (step, meta) of a best checkpoint, saved after the step's latest one
-    self.lam_text = "—"
+    # λ_1 of the progress lines: the tracker's last, restored with the checkpoint on a resume
+    self.lam_text = "—" if self.pairs is None else f"{float(self.pairs.eigvals[0]):.3g}"
 
   # -- the loop --------------------------------------------------------------------------------
 
