@@ -545,6 +545,9 @@ class Loop:
     """Runs to the end (or ``stop_at_step``, divergence, early stopping); the status dict."""
     c, schedule = self.config, self.schedule
     self.write_running_status()
+    logger.info("Run %s: %s at step %d of %d; the first tracking, evaluation and train step "
+                "compile their programs first (or load them from the cache).", self.workdir,
+                "resuming" if self.resumed_at else "starting", self.step, schedule.total_steps)
     while True:
       if self.step != self.resumed_at:  # a resumed step's actions ran before its checkpoint
         if c.tracking.enabled and schedule.tracking_due(self.step, c.tracking.every_epochs):
