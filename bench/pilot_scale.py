@@ -25,7 +25,7 @@ import numpy as np
 from sharp_dirs.engine import config as config_lib
 from sharp_dirs.engine import metrics_io
 from sharp_dirs.engine import train
-from sharp_dirs.report import figures
+from sharp_dirs.report import statistics
 
 # name -> (model, model_kwargs): the paper's SimpleCNN narrowed, and the MLP of the old CPU scale.
 CANDIDATES = {
@@ -72,7 +72,7 @@ def pilot_config(candidate: str, learning_rate: float) -> config_lib.ConfigDict:
 
 
 def summarize(run: metrics_io.Run, learning_rate: float, wall_seconds: float) -> dict:
-  epochs, smoothed = figures.smoothed_curve(run, "hessian/lambda_1")
+  epochs, smoothed = statistics.smoothed_curve(run, "hessian/lambda_1")
   _, lam = run.series("hessian/lambda_1")
   _, seconds = run.series("hessian/seconds")
   _, hvps = run.series("hessian/num_hvps")

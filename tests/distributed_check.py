@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import set_field
+from testing import set_field
 from sharp_dirs.engine import config as config_lib
 from sharp_dirs.engine import distributed
 from sharp_dirs.engine import metrics_io

@@ -13,7 +13,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sharp_dirs.curvature import hessian
-from conftest import mlp_problem
+from testing import mlp_problem
 
 
 def main(axis_type: str):

@@ -15,14 +15,14 @@ import pytest
 
 from sharp_dirs import analyses
 from sharp_dirs.curvature import tree_math as tm
-from conftest import dense_hessian, flat, matrix_with_spectrum, mlp_problem
+from testing import dense_hessian, flat, matrix_with_spectrum, mlp_problem
 
 SPECTRUM = np.array([10.0, 4.0, 2.0, 1.0, 0.5, 0.2, 0.1, 0.05])
 C = 0.3
 
 
 def _tree(v):
-  """Flat [..., n] -> {"b": [..., 3], "w": [..., n-3]} (the order of conftest.flat)."""
+  """Flat [..., n] -> {"b": [..., 3], "w": [..., n-3]} (the order of testing.flat)."""
   v = jnp.asarray(v)
   return {"b": v[..., :3], "w": v[..., 3:]}
 
@@ -266,7 +266,7 @@ def test_mismatched_eigvecs_are_rejected(x64):
 
 
 def test_analyses_of_a_tiny_mlp_match_a_loop_reference(x64):
-  """All three analyses on the conftest MLP against per-point Python loops on flat vectors."""
+  """All three analyses on the testing.mlp_problem MLP against per-point Python loops on flat vectors."""
   params, grad_batches, loss_fn = mlp_problem(num_batches=3, batch_size=8)
   eval_batches = mlp_problem(seed=1, num_batches=2, batch_size=8)[1]
   flat0, unravel = jax.flatten_util.ravel_pytree(params)

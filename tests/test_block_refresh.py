@@ -11,7 +11,7 @@ from sharp_dirs.curvature import block_refresh
 from sharp_dirs.curvature import hessian
 from sharp_dirs.curvature import krylov
 from sharp_dirs.curvature import tree_math as tm
-from conftest import dense_hessian, flat, matrix_with_spectrum, mlp_problem, split_matvec
+from testing import dense_hessian, flat, matrix_with_spectrum, mlp_problem, split_matvec
 
 # Outliers over a bulk, as a network's Hessian: the top 7 (k = 5 and 2 guards) are separated.
 SPECTRUM = np.concatenate([[10.0, 8.0, 6.0, 5.0, 4.5, 4.0, 3.5], np.linspace(-1.0, 2.0, 113)])
@@ -107,7 +107,7 @@ def test_rank_deficient_start_and_a_block_that_exhausts_the_space(x64):
 
 
 def test_block_hessian_top_k_matches_dense_eigh_on_the_mlp(x64):
-  """hessian_top_k(method="block", init=pairs at nearby params) on the conftest MLP (43
+  """hessian_top_k(method="block", init=pairs at nearby params) on the testing.mlp_problem MLP (43
   parameters, a clustered top: 0.53, 0.46, 0.44, 0.42, 0.36) equals the dense Hessian's top-k,
   with one linearization (vmapped) or vmapped jvp HVPs; 4 block steps of 5 do not reach
   tol=1e-6 there, so this also runs the fallback inside hessian_top_k."""

@@ -17,7 +17,7 @@ import sharp_dirs
 from sharp_dirs.curvature import conv_layout
 from sharp_dirs.curvature import hessian
 from sharp_dirs.curvature import tree_math as tm
-from conftest import CANONICAL_2D, conv_layouts, dense_hessian, flat
+from testing import CANONICAL_2D, conv_layouts, dense_hessian, flat
 
 
 class TinyUserCNN(nn.Module):

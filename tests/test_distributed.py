@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import set_field, with_test_xla_flags
+from testing import set_field, with_test_xla_flags
 from sharp_dirs.engine import config as config_lib
 from sharp_dirs.engine import metrics_io
 from sharp_dirs.engine import train

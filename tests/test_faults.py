@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import set_field
+from testing import set_field
 from sharp_dirs import nudge
 from sharp_dirs.curvature import hessian
 from sharp_dirs.engine import checkpoint as checkpoint_lib
@@ -498,6 +498,13 @@ def test_flag_errors_are_described_in_one_line():
   assert "--config.optimizer.kwargs.foo: the config has no field 'foo'" in message
   assert "--config.optimizer.kwargs=\"{'foo': value}\"" in message
   assert "unknown config variant" in describe("--config=configs/noise_grid.py:nope")
+  # A typo: ml_collections' suggestion, once, without its escaping or newline.
+  for flag, suggestion in (("--config.optimizer.learnig_rate=0.1", "'learning_rate'"),
+                           ("--config.optimizr.learning_rate=0.1", "'optimizer'")):
+    message = describe("--config=configs/noise_grid.py:cpu", flag)
+    field = flag.split("=")[0].rpartition(".")[2] if "learnig" in flag else "optimizr"
+    assert message == (f"{flag.split('=')[0]}: the config has no field '{field}'; did you mean "
+                       f"{suggestion}?"), message
   assert describe("--config=configs/noise_grid.py:cpu", "--config.optimizer.kwargs.b1=0.95",
                   "--config.optimizer.name=adam") is None
   assert describe.values["config"].value.optimizer.kwargs.b1 == 0.95
@@ -523,3 +530,40 @@ def test_evaluate_says_what_is_missing(reference, tmp_path):
   os.makedirs(tmp_path / "empty")
   line = one_line(run_script("experiments/evaluate.py", f"--workdir={tmp_path / 'empty'}"))
   assert "it is not a run directory" in line
+
+
+def test_a_killed_run_leaves_its_checkpointed_rows_in_tensorboard_and_a_running_status(
+    tmp_path, reference, monkeypatch):
+  """Killed during its checkpoint at step 6: TensorBoard's reader already sees every row up to
+  the checkpoint at step 4 (the writer flushes at each checkpoint, not only every 30 s), and
+  status.json says the run is running, from step 4. The resumed run's TensorBoard then shows
+  each step of metrics.jsonl once."""
+  from tensorboard.backend.event_processing import event_accumulator  # the test extras'
+  ref, _ = reference
+  original = checkpoint_lib.Checkpoints._save
+
+  def killing_save(manager, step, tree, meta):
+    if step == 6:
+      raise Killed()
+    return original(manager, step, tree, meta)
+
+  monkeypatch.setattr(checkpoint_lib.Checkpoints, "_save", staticmethod(killing_save))
+  with pytest.raises(Killed):
+    train.train_and_evaluate(tiny(), str(tmp_path))
+  monkeypatch.undo()
+
+  def tensorboard_steps(tag):
+    acc = event_accumulator.EventAccumulator(
+        str(tmp_path / "tensorboard"), size_guidance={event_accumulator.SCALARS: 0}).Reload()
+    return [e.step for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+  logged = [r["step"] for r in metrics_io.read_run(str(tmp_path)).rows if "valid/accuracy" in r]
+  assert [s for s in tensorboard_steps("valid/accuracy") if s <= 4] == [
+      s for s in logged if s <= 4] == [0, 2, 4]
+  status = json.loads((tmp_path / "status.json").read_text())
+  assert status["status"] == "running" and status["step"] == 4 and status["total_steps"] == 6
+  assert train.train_and_evaluate(tiny(), str(tmp_path))["status"] == "finished"
+  assert json.loads((tmp_path / "status.json").read_text())["status"] == "finished"
+  rows = metrics_io.read_run(str(tmp_path)).rows
+  assert tensorboard_steps("valid/accuracy") == [r["step"] for r in rows if "valid/accuracy" in r]
+  assert_same_run(ref, tmp_path)

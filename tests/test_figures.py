@@ -14,6 +14,7 @@ import pytest
 from sharp_dirs.engine import config as config_lib
 from sharp_dirs.engine import metrics_io
 from sharp_dirs.report import figures
+from sharp_dirs.report import statistics
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "figures.py"
 SPE = 8  # steps per epoch of the synthetic runs
@@ -132,12 +133,12 @@ def assert_saved(paths, names):
 def test_smooth_matches_the_paper_inside_and_averages_what_is_there_at_the_edges():
   v = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0, 5.0])
   paper = np.convolve(v, np.ones(5), "same") / 5
-  got = figures.smooth(v, 5)
+  got = statistics.smooth(v, 5)
   np.testing.assert_allclose(got[2:-2], paper[2:-2])
   np.testing.assert_allclose(got, expected_smooth(v, 5))
   assert got[0] == pytest.approx(np.mean(v[:3]))
-  np.testing.assert_allclose(figures.smooth(v[:2], 5), [2.0, 2.0])  # shorter than the window
-  with_nan = figures.smooth([1.0, np.nan, 3.0], 3)
+  np.testing.assert_allclose(statistics.smooth(v[:2], 5), [2.0, 2.0])  # shorter than the window
+  with_nan = statistics.smooth([1.0, np.nan, 3.0], 3)
   np.testing.assert_allclose(with_nan, [1.0, 2.0, 3.0])
 
 
@@ -173,13 +174,13 @@ def test_noise_grid_plots_smoothed_lambdas_on_the_merged_axis(lr_grid):
         early, epochs, 1 + np.log(np.maximum(epochs, 1.0)) / np.log(last)))
     assert got.get_linestyle() == "-"
     assert line(fig, f"{run.name}/hessian/lambda_2").get_linestyle() == "-."
-    assert figures.peak_lambda_max(run) == pytest.approx(want.max())
+    assert statistics.peak_lambda_max(run) == pytest.approx(want.max())
   colour = {r.get("optimizer.learning_rate"): line(fig, f"{r.name}/hessian/lambda_1").get_color()
             for r in lr_grid}
   assert same_color(colour[0.01], "red") and same_color(colour[0.03], "green")
   assert same_color(colour[0.1], "blue")
   by_lr = sorted(lr_grid, key=lambda r: r.get("optimizer.learning_rate"))
-  peaks = [figures.peak_lambda_max(r) for r in by_lr]
+  peaks = [statistics.peak_lambda_max(r) for r in by_lr]
   assert peaks == sorted(peaks, reverse=True)  # larger η, lower peak (built in)
   labels = [t.get_text() for t in ax.get_legend().get_texts()]
   assert labels[:3] == ["η = 0.01", "η = 0.03", "η = 0.1"]
@@ -468,8 +469,11 @@ def test_spectral_density_of_a_run_in_time_order_without_broken_draws(density_ru
   assert np.isfinite(got.get_ydata()).all()
   nodes = np.concatenate([a["nodes"].ravel() for _, a in [entries[i] for i in (0, 2, 4, 6)]])
   sigma = 0.01 * (np.nanmax(nodes) - np.nanmin(nodes))
-  np.testing.assert_allclose(got.get_ydata(), figures.density_curve(
-      last["nodes"][:1], last["weights"][:1], got.get_xdata(), sigma), rtol=1e-4)
+  # The curve is spectral.density_on_grid; here in numpy: mean over draws of Σ_j w_j N(t; θ_j, σ²)
+  diff = got.get_xdata()[:, None, None] - last["nodes"][:1][None]
+  kernel = np.exp(-0.5 * (diff / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+  reference = np.mean(np.sum(last["weights"][:1][None] * kernel, axis=-1), axis=-1)
+  np.testing.assert_allclose(got.get_ydata(), reference, rtol=1e-4)
   script = load_script()
   run_script(script, "--figure=spectral_density", f"--runs={density_run.workdir}",
              f"--out={tmp_path}")

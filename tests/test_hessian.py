@@ -7,7 +7,7 @@ import pytest
 
 from sharp_dirs.curvature import hessian
 from sharp_dirs.curvature import tree_math as tm
-from conftest import dense_hessian, flat, mlp_problem
+from testing import dense_hessian, flat, mlp_problem
 
 
 def _unravel_like(params):
@@ -250,3 +250,21 @@ def test_second_call_does_not_recompile():
     hessian.hessian_top_k(loss_fn, moved, batches, jax.random.PRNGKey(seed), k=2,
                           num_lanczos_steps=6)
   assert hessian._hessian_top_k._cache_size() == before + 1
+
+
+def test_k_beyond_the_parameter_count_is_named_first():
+  """A 3-parameter model asked for k = 5: the error says k exceeds the parameter count (not
+  that num_steps does, nor that num_steps should be raised)."""
+  params = {"w": jnp.array([1.0, 2.0, 3.0])}
+  batches = {"x": jnp.ones((1, 4, 3))}
+  loss_fn = lambda p, b: jnp.mean((b["x"] @ p["w"]) ** 2)  # noqa: E731
+  for steps in (3, 15):
+    with pytest.raises(ValueError, match=r"k=5 eigenpairs exceed the dimension of the operator "
+                                         r"\(3: the number of parameters\)"):
+      hessian.hessian_top_k(loss_fn, params, batches, jax.random.PRNGKey(0), k=5,
+                            num_lanczos_steps=steps)
+  top = hessian.hessian_top_k(loss_fn, params, batches, jax.random.PRNGKey(0), k=3,
+                              num_lanczos_steps=3)  # k = dim works: the whole spectrum
+  x = np.ones((4, 3))
+  np.testing.assert_allclose(np.sort(top.eigvals)[::-1],
+                             np.sort(np.linalg.eigvalsh(2 * x.T @ x / 4))[::-1], atol=1e-4)

@@ -8,7 +8,7 @@ import scipy.sparse.linalg
 
 from sharp_dirs.curvature import krylov
 from sharp_dirs.curvature import tree_math as tm
-from conftest import flat, matrix_with_spectrum, split_matvec
+from testing import flat, matrix_with_spectrum, split_matvec
 
 SPECTRA = {
     "negative": np.concatenate([[-30.0, 12.0, 7.0], np.linspace(-2, 2, 37)]),

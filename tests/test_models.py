@@ -292,9 +292,10 @@ def test_labels_are_checked_and_out_of_range_gives_nan_under_jit():
     loss_fn(params, {**batch, "label": batch["label"] + 10})
 
 
-def test_import_sharp_dirs_does_not_load_flax_or_tfds():
+def test_import_sharp_dirs_does_not_load_flax_tfds_or_tensorboard():
   code = ("import sys, sharp_dirs; "
-          "print(sorted(m for m in ('flax', 'tensorflow_datasets') if m in sys.modules)); "
+          "print(sorted(m for m in ('flax', 'tensorflow_datasets', 'tensorboardX', 'matplotlib',"
+          " 'orbax') if m in sys.modules)); "
           "sharp_dirs.models.get_model; print('flax' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        check=True).stdout.split("\n")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import with_test_xla_flags
+from testing import with_test_xla_flags
 
 HERE = pathlib.Path(__file__).parent
 

@@ -7,7 +7,7 @@ import pytest
 
 from sharp_dirs.curvature import spectral
 from sharp_dirs.curvature import tree_math as tm
-from conftest import flat, matrix_with_spectrum, split_matvec
+from testing import flat, matrix_with_spectrum, split_matvec
 
 SPECTRUM = np.concatenate([[20.0, -6.0, 5.0], np.linspace(-1, 2, 37)])
 

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pathlib
+import time
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ from sharp_dirs.engine import config as config_lib
 from sharp_dirs.engine import metrics_io
 from sharp_dirs.engine import tracking
 from sharp_dirs.engine import train
-from conftest import CANONICAL_2D, conv_layouts, set_field
+from testing import CANONICAL_2D, conv_layouts, set_field
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
@@ -134,6 +135,40 @@ def test_tracking_schedule_zooms_then_goes_per_epoch(tmp_path):
   np.testing.assert_array_equal(warm, [0, 1, 1, 1, 1])
 
 
+@pytest.mark.parametrize("spe,total,zoom_steps,zoom_every,every", [
+    (20, 200, 20, 2, 1), (5, 320, 5, 1, 4), (20, 480, 0, 1, 2), (7, 50, 30, 4, 3),
+    (1, 400, 0, 1, 5), (20, 10, 20, 2, 1)])
+def test_schedule_counts_what_is_still_due_as_its_predicates_say(spe, total, zoom_steps,
+                                                                  zoom_every, every):
+  """The counts behind the progress lines' time left, against the predicates step by step."""
+  schedule = train.Schedule(spe, total, zoom_steps, zoom_every)
+  for after in sorted({0, 1, zoom_steps - 1, zoom_steps, total // 2, total - 1, total}):
+    if after < 0:
+      continue
+    steps = range(after + 1, total + 1)
+    assert schedule.count_tracking(after, every) == sum(
+        schedule.tracking_due(s, every) for s in steps), after
+    assert schedule.count_every_epochs(after, every) == sum(
+        schedule.every_epochs(s, every) for s in steps), after
+
+
+def test_time_left_counts_each_part_by_its_calls_to_come():
+  """A run whose zoom tracked densely at the start: the time left is the train steps at their
+  own pace plus the tracking evaluations still due at theirs, not elapsed / steps_done."""
+  loop = train.Loop.__new__(train.Loop)  # only what seconds_left reads
+  loop.config = config_lib.default_config()
+  loop.config.tracking.every_epochs, loop.config.eval.every_epochs = 1, 1
+  loop.schedule = train.Schedule(20, 200, 20, 2)  # zoom: every 2 steps over the first 20
+  loop.step = 3
+  loop.timer = train.PartTimer()
+  loop.timer.seconds.update(train=0.3, track=10.0, evaluate=1.0, checkpoint=0.03)
+  loop.timer.calls.update(train=3, track=2, evaluate=1, checkpoint=3)
+  tracks_left = loop.schedule.count_tracking(3, 1)
+  assert tracks_left == 8 + 10  # zoom steps 4..18, then steps 20, 40, ..., 200
+  expected = 0.1 * 197 + 5.0 * tracks_left + 1.0 * 10 + 0.01 * 197
+  assert loop.seconds_left() == pytest.approx(expected)
+
+
 def test_tracked_eigenvalues_match_a_dense_solve_on_the_same_sample(tmp_path):
   """λ_1..λ_k logged at step 0 equal the dense Hessian's on the tracker's own sample."""
   _, c = load_config("noise_grid")
@@ -172,6 +207,12 @@ def test_a_killed_run_resumes_to_the_same_metrics_and_params(tmp_path):
   # Killed mid-epoch 2 (after its checkpoint at step 4, before the one at step 8): rows and
   # arrays logged after step 4 must be replaced by the resumed run's.
   assert train.train_and_evaluate(c, killed, stop_at_step=6)["status"] == "stopped"
+  loop = train.Loop(c, killed)  # the resumed loop's progress lines show the last λ_1, not "—"
+  steps, logged = metrics_io.read_run(killed).series("hessian/lambda_1")
+  assert loop.resumed_at == 4  # the checkpoint before the stop
+  assert loop.lam_text == f"{logged[steps <= 4][-1]:.3g}"
+  loop.writer.close()
+  loop.checkpoints.close()
   train.train_and_evaluate(c, killed)
 
   def comparable(run):
@@ -367,19 +408,42 @@ def test_train_evaluate_scripts_end_to_end(tmp_path):
                    "--num_examples=64", "--num_probes=3",
                    "--max_examples=64")  # the test examples the run evaluated
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "[1 of 2, " in out.stdout and "[2 of 2, " in out.stdout, out.stdout  # progress
-  assert "top-3 Hessian eigenpairs on 64 examples" in out.stdout, out.stdout
-  run = metrics_io.read_run(str(workdir))
-  for which in ("best", "last"):
-    result = json.load(open(workdir / f"evaluation_{which}.json"))
+  assert "[1–2 of 2, " in out.stdout, out.stdout  # progress
+  results = {w: json.load(open(workdir / f"evaluation_{w}.json")) for w in ("best", "last")}
+  solves = out.stdout.count("top-3 Hessian eigenpairs on 64 examples")
+  same_step = results["best"]["step"] == results["last"]["step"]
+  assert solves == (1 if same_step else 2), out.stdout  # one evaluation per distinct step
+  assert ("evaluated once" in out.stdout) == same_step
+  for which, result in results.items():
+    assert result["checkpoint"] == which
     assert len(result["lambda"]) == 3 and result["lambda"][0] >= result["lambda"][2]
     assert result["frobenius"] >= result["lambda"][0] > 0  # ‖H‖_F >= λ_max (to MC noise)
     assert math.isfinite(result["frobenius_as_in_paper"])
+  run = metrics_io.read_run(str(workdir))
   last = json.load(open(workdir / "evaluation_last.json"))
   _, logged = run.series("test/accuracy")
   assert last["test/accuracy"] == pytest.approx(logged[-1], abs=1e-6)
   _, dist = run.series("distance_from_init")
   assert last["distance_from_init"] == pytest.approx(dist[-1], rel=1e-5)
+  # At its defaults it takes the run's own k and N (the tracker's).
+  out = run_script("experiments/evaluate.py", f"--workdir={workdir}", "--checkpoint=last",
+                   "--num_probes=2", "--max_examples=64", "--overwrite")
+  assert out.returncode == 0, out.stderr[-3000:]
+  config = config_lib.from_stored(json.load(open(workdir / "config.json")))
+  assert (f"top-{config.tracking.k} Hessian eigenpairs on {config.tracking.num_examples} "
+          "examples") in out.stdout, out.stdout
+
+
+def test_evaluate_heartbeat_speaks_during_a_long_phase():
+  from test_faults import import_script  # pylint: disable=g-import-not-at-top
+  evaluate = import_script("evaluate")  # its absl flags unregistered again
+  heard = []
+  with evaluate.heartbeat(heard.append, "solving", every=0.05):
+    time.sleep(0.28)
+  count = len(heard)
+  time.sleep(0.12)
+  assert 3 <= count <= 6 and len(heard) == count  # it speaks while the block runs, then stops
+  assert heard[0].startswith("  ... still solving, ")
 
 
 def test_optimizers_by_name_with_clipping_and_the_plateau_multiplier():

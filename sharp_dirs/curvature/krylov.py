@@ -192,11 +192,17 @@ def check_tol(tol, num_guard: int) -> None:
 
 
 def check_steps(v0: PyTree, num_steps: int, k: Optional[int] = None) -> None:
-  """Raises unless 1 <= k <= num_steps <= dim(v0), all ints (named errors with the fix)."""
+  """Raises unless 1 <= k <= num_steps <= dim(v0), all ints (named errors with the fix; k
+  beyond dim(v0) is named first, since no num_steps can then be right)."""
   check_int(num_steps, "num_steps", 1)
   if k is not None:
     check_int(k, "k", 1)
   dim = tm.size(v0)
+  if k is not None and k > dim:
+    raise ValueError(
+        f"k={k} eigenpairs exceed the dimension of the operator ({dim}: the number of "
+        f"parameters); an operator of dimension {dim} has {dim} eigenpairs. Use k <= {dim} "
+        f"(and num_steps between k and {dim}).")
   if num_steps > dim:
     raise ValueError(
         f"num_steps={num_steps} exceeds the dimension of the operator ({dim}); a Krylov basis "

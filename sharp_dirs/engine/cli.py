@@ -26,22 +26,29 @@ def describe_flag_error(e: BaseException, argv: list) -> str:
   """A one-line description of an exception raised while parsing the launchers' flags."""
   text = str(e)
   unknown = re.search(r"Unknown command line flag '(config\.[^']+)'", text)
-  if unknown or (isinstance(e, AttributeError) and isinstance(e.__context__, KeyError)):
+  key_error = e if isinstance(e, KeyError) else (
+      e.__context__ if isinstance(e, AttributeError) and isinstance(e.__context__, KeyError)
+      else None)
+  if unknown or key_error is not None:
+    suggestion = None
     if unknown:
       flag = "--" + unknown.group(1)
       key = flag.rpartition(".")[2]
-    else:
-      key = str(e.__context__).strip("'\"")
+    else:  # ml_collections' KeyError: "'key'\nDid you mean ...?"
+      first, _, hint = str(key_error.args[0] if key_error.args else "").partition("\n")
+      key = first.strip("'\"")
+      suggestion = re.search(r'Did you mean "([^"]+)"', hint)
       culprits = [a.split("=")[0] for a in _config_overrides(argv)
                   if key in a.split("=")[0].split(".")]
       flag = culprits[0] if culprits else f"--config...{key}"
-    message = (f"{flag}: the config has no field {key!r} (sharp_dirs/engine/config.py lists every "
-               "field; check the spelling)")
+    message = f"{flag}: the config has no field {key!r}"
+    message += (f"; did you mean {suggestion.group(1)!r}?" if suggestion else
+                " (sharp_dirs/engine/config.py lists every field; check the spelling)")
     parent = flag[len("--config."):].rpartition(".")[0]
     if parent in DICT_FIELDS:
       message += (f"; to add a key to {parent}, pass it as a dict literal: "
                   f"--config.{parent}=\"{{'{key}': value}}\"")
-    return message + "."
+    return message if message.endswith("?") else message + "."
   if "Failed loading config file" in text or "No such file" in text:
     path = re.search(r"Attempted \[[^\]]*\]:\s*\n\s*(\S+)", text)
     where = path.group(1) if path else "the --config file"

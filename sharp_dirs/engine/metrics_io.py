@@ -8,7 +8,8 @@ A run directory holds
 - ``arrays/<name>/<step>.npz``: what is not scalar (cross-section curves, loss-change tables,
   spectral densities), one file per step;
 - ``tensorboard/``: event files of every finite numeric scalar, for ``tensorboard --logdir``;
-- ``status.json``: how the run ended (``finished``, ``diverged``, ``early_stopped``) and why;
+- ``status.json``: while the run runs, ``running`` with the step of its latest checkpoint;
+  then how it ended (``finished``, ``diverged``, ``early_stopped``) and why;
 - ``checkpoints/``, ``best/``, ``.lock``, ``config_changes.jsonl``: see ``sharp_dirs.engine.checkpoint``
   and ``sharp_dirs.engine.rundir``.
 
@@ -35,8 +36,6 @@ import warnings
 from typing import Any, Mapping, Optional
 
 import numpy as np
-
-from sharp_dirs.engine import tensorboard
 
 METRICS = "metrics.jsonl"
 logger = logging.getLogger(__name__)
@@ -151,13 +150,18 @@ class MetricWriter:
       if int(os.path.basename(name)[:-4]) > last:
         os.remove(name)
     self._file = open(path, "a", encoding="utf-8")
+    from sharp_dirs.engine import tensorboard  # pylint: disable=g-import-not-at-top  (a writer
+    # needs tensorboardX; reading runs, and so ``import sharp_dirs``, does not)
     self._tb = tensorboard.EventFileWriter(  # TensorBoard hides the dropped rows' steps too
         os.path.join(workdir, "tensorboard"), first_step=last + 1)
 
   def write_json(self, name: str, value: Mapping[str, Any]) -> None:
+    """Writes ``<workdir>/<name>`` whole or not at all (a kill mid-write leaves the old file)."""
     if self.active:
-      with open(os.path.join(self.workdir, name), "w", encoding="utf-8") as f:
+      path = os.path.join(self.workdir, name)
+      with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(value, f, indent=2, default=_jsonable)
+      os.replace(path + ".tmp", path)
 
   def write_row(self, step: int, values: Mapping[str, Any]) -> None:
     """Appends {"step": step, **values} to metrics.jsonl; numeric scalars go to TensorBoard."""

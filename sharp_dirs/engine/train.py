@@ -182,9 +182,17 @@ def set_lr_multiplier(opt_state, value: float):
   return opt_state[:-1] + (last._replace(hyperparams=hyper),)
 
 
+def nsgd_directions(config) -> Optional[str]:
+  """Where Nudged SGD's directions come from: "tracker" (the tracker's solve, as the paper),
+  "train_batch" (Lanczos on the train batch inside the step), or None (not NSGD, or rule
+  "random", which draws its own)."""
+  if config.optimizer.name != "nsgd" or config.nsgd.rule == "random":
+    return None
+  return config.nsgd.eigenpairs_from
+
+
 def nsgd_uses_tracker(config) -> bool:
-  return (config.optimizer.name == "nsgd" and config.nsgd.rule != "random"
-          and config.nsgd.eigenpairs_from == "tracker")
+  return nsgd_directions(config) == "tracker"
 
 
 def make_train_step(config, model, placement: Optional[distributed.Placement] = None, *,
@@ -215,38 +223,37 @@ def _jit_train_step(config, model, placement, make_tx):
   config = config.copy_and_resolve_references()
   make_tx = make_tx or functools.partial(make_optimizer, config)
   l2 = config.l2
-  in_step = (config.optimizer.name == "nsgd" and config.nsgd.rule != "random"
-             and config.nsgd.eigenpairs_from == "train_batch")
 
-  def loss_and_grad(params, model_state, batch, rng):
+  def minibatch_loss_and_grad(params, model_state, batch, rng):
+    """(loss, new model state, accuracy), grads on one batch."""
     def loss(p):
       return model_loss.train_loss_and_state(model, p, model_state, batch, rng, l2)
-    return jax.value_and_grad(loss, has_aux=True)(params)
+    (value, (new_state, logits)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return (value, new_state, model_loss.accuracy(logits, batch[model.target_key])), grads
 
-  if config.full_batch:
-    def loss_and_grad(params, model_state, batches, rng):  # pylint: disable=function-redefined
-      def one(batch):
-        (value, (_, logits)), grads = jax.value_and_grad(
-            lambda p: model_loss.train_loss_and_state(model, p, model_state, batch, rng, l2),
-            has_aux=True)(params)
-        return value, grads, model_loss.accuracy(logits, batch[model.target_key])
-      # lax.map is a loop: on CPU its convolutions need conv_layout's rewrite.
-      values, grads, accs = jax.lax.map(conv_layout.if_enabled(one), batches)
-      grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
-      return (jnp.mean(values), (model_state, None, jnp.mean(accs))), grads
+  def full_batch_loss_and_grad(params, model_state, batches, rng):
+    """The same over all batches [B, ...] of the training set, averaged (model state kept)."""
+    def one(batch):
+      (value, _, accuracy), grads = minibatch_loss_and_grad(params, model_state, batch, rng)
+      return value, grads, accuracy
+    # lax.map is a loop: on CPU its convolutions need conv_layout's rewrite.
+    values, grads, accs = jax.lax.map(conv_layout.if_enabled(one), batches)
+    grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+    return (jnp.mean(values), model_state, jnp.mean(accs)), grads
+
+  loss_and_grad = full_batch_loss_and_grad if config.full_batch else minibatch_loss_and_grad
+  directions = nsgd_directions(config)
 
   def step(state, batch, eigenpairs, hyperparams):
     tx = make_tx(hyperparams)
     dropout_key = jax.random.fold_in(jax.random.PRNGKey(hyperparams["seed"]), 1)
     rng = jax.random.fold_in(dropout_key, state.step)
-    (value, aux), grads = loss_and_grad(state.params, state.model_state, batch, rng)
-    model_state = aux[0]
-    accuracy = aux[2] if config.full_batch else model_loss.accuracy(
-        aux[1], batch[model.target_key])
+    (value, model_state, accuracy), grads = loss_and_grad(
+        state.params, state.model_state, batch, rng)
     extra = {}
-    if nsgd_uses_tracker(config):  # new directions after a tracker solve, else keep the state's
+    if directions == "tracker":  # new directions after a tracker solve, else keep the state's
       extra["eigenpairs"] = nudge.KEEP if eigenpairs is None else eigenpairs
-    if in_step:
+    if directions == "train_batch":
       curvature = tracking.curvature_loss_fn(model, state.model_state, l2)
       extra["obj_fn"] = lambda p: curvature(p, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, **extra)
@@ -327,6 +334,24 @@ class Schedule:
   def tracking_due(self, step: int, every_epochs: int) -> bool:
     zoom = step < self.zoom_steps and step % self.zoom_every == 0
     return zoom or self.every_epochs(step, every_epochs)
+
+  def count_every_epochs(self, after: int, n: int) -> int:
+    """How many steps s in (after, total_steps] have ``every_epochs(s, n)``."""
+    period, end = self.steps_per_epoch * n, self.total_steps
+    return max(0, end // period - after // period) + int(end % period != 0 and after < end)
+
+  def count_tracking(self, after: int, every_epochs: int) -> int:
+    """How many steps s in (after, total_steps] have ``tracking_due(s, every_epochs)``."""
+    last_zoom = min(self.zoom_steps - 1, self.total_steps)
+    if last_zoom <= after:
+      return self.count_every_epochs(after, every_epochs)
+    zoom = last_zoom // self.zoom_every - after // self.zoom_every
+    period = self.steps_per_epoch * every_epochs
+    both = last_zoom // math.lcm(self.zoom_every, period) - after // math.lcm(
+        self.zoom_every, period)  # zoom steps that are epoch steps too ...
+    end = self.total_steps  # ... and the last step, when it is a zoom step off the period
+    both += int(end <= last_zoom and end % self.zoom_every == 0 and end % period != 0)
+    return self.count_every_epochs(after, every_epochs) + zoom - both
 
 
 def make_schedule(config, num_train: int) -> Schedule:
@@ -421,8 +446,7 @@ def train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = No
 
 
 def _train_and_evaluate(config, workdir: str, *, stop_at_step: Optional[int] = None) -> dict:
-  """``train_and_evaluate`` once the workdir is locked and its config checked."""
-  config_lib.validate(config)
+  """``train_and_evaluate`` once the config is validated, the workdir locked and checked."""
   return Loop(config, workdir).run(stop_at_step)
 
 
@@ -436,6 +460,7 @@ class PartTimer:
   def __init__(self):
     self.started = time.perf_counter()
     self.seconds = dict.fromkeys(("train", "track", "evaluate", "checkpoint"), 0.0)
+    self.calls = dict.fromkeys(self.seconds, 0)
 
   @contextlib.contextmanager
   def part(self, name: str):
@@ -444,6 +469,7 @@ class PartTimer:
       yield
     finally:
       self.seconds[name] += time.perf_counter() - start
+      self.calls[name] += 1
 
   def elapsed(self) -> float:
     return time.perf_counter() - self.started
@@ -510,13 +536,18 @@ class Loop:
     self.last_progress = self.timer.started
     self.pending = None  # (step, loss) of the previous train step, checked one step late
     self.best_due = None  # (step, meta) of a best checkpoint, saved after the step's latest one
-    self.lam_text = "—"
+    # λ_1 of the progress lines: the tracker's last, restored with the checkpoint on a resume
+    self.lam_text = "—" if self.pairs is None else f"{float(self.pairs.eigvals[0]):.3g}"
 
   # -- the loop --------------------------------------------------------------------------------
 
   def run(self, stop_at_step: Optional[int] = None) -> dict:
     """Runs to the end (or ``stop_at_step``, divergence, early stopping); the status dict."""
     c, schedule = self.config, self.schedule
+    self.write_running_status()
+    logger.info("Run %s: %s at step %d of %d; the first tracking, evaluation and train step "
+                "compile their programs first (or load them from the cache).", self.workdir,
+                "resuming" if self.resumed_at else "starting", self.step, schedule.total_steps)
     while True:
       if self.step != self.resumed_at:  # a resumed step's actions ran before its checkpoint
         if c.tracking.enabled and schedule.tracking_due(self.step, c.tracking.every_epochs):
@@ -552,9 +583,9 @@ class Loop:
         self.state.params, self.state.model_state, step, self.loop.num_trackings, lr)
     self.loop.num_trackings += 1
     self.lam_text = f"{values['hessian/lambda_1']:.3g}"
-    logger.info("step %d (epoch %.2f): λ_1 %s (tracking: %d HVPs in %.1f s; time so far: %s)",
+    logger.info("step %d (epoch %.2f): λ_1 %s (tracking: %d HVPs in %.1f s)",
                 step, self.schedule.epoch(step), self.lam_text, values["hessian/num_hvps"],
-                values["hessian/seconds"], self.timer.shares() or "—")
+                values["hessian/seconds"])  # the shares: in the progress lines
     self.log(values)
     for name, arr in arrays.items():
       self.writer.write_arrays(step, name, arr)
@@ -595,6 +626,8 @@ class Loop:
       meta = {"loop": dataclasses.asdict(self.loop), "has_pairs": self.pairs is not None,
               "has_new_directions": self.new_directions is not None}
       self.checkpoints.save(step, tree, meta)
+      self.writer.flush()  # TensorBoard holds every row the checkpoint covers
+      self.write_running_status()
     if self.best_due is not None:  # after the latest: see sharp_dirs.engine.checkpoint
       self.checkpoints.save_best(self.best_due[0], {"params": self.state.params,
                                                     "model_state": self.state.model_state},
@@ -637,12 +670,31 @@ class Loop:
   def progress(self, loss: Optional[float], rate: Optional[float]) -> None:
     """A progress line: step, epoch, examples/s, loss, λ_1, time left, each part's share."""
     self.last_progress = time.perf_counter()
-    left = self.timer.elapsed() / self.steps_done * (self.schedule.total_steps - self.step)
+    left = self.seconds_left()
     logger.info("step %d/%d (epoch %.2f)%s%s  λ_1 %s  left %s  (%s)", self.step,
                 self.schedule.total_steps, self.schedule.epoch(self.step),
                 "" if rate is None else f"  {rate:.0f} examples/s",
                 "" if loss is None else f"  loss {loss:.4f}", self.lam_text, _format_eta(left),
                 self.timer.shares())
+
+  def seconds_left(self) -> float:
+    """Each part's mean seconds per call times its calls still to come (the zoom's dense
+    tracking and the last step's solve included), summed; a part not timed yet counts as 0."""
+    c, schedule, timer, step = self.config, self.schedule, self.timer, self.step
+    due = {"train": schedule.total_steps - step,
+           "track": schedule.count_tracking(step, c.tracking.every_epochs)
+                    if c.tracking.enabled else 0,
+           "evaluate": schedule.count_every_epochs(step, c.eval.every_epochs),
+           "checkpoint": schedule.total_steps - step}  # called every step, saves when due
+    return sum(timer.seconds[part] / timer.calls[part] * n
+               for part, n in due.items() if timer.calls[part])
+
+  def write_running_status(self) -> None:
+    """status.json while the run runs: "running", the step of its latest checkpoint (where a
+    kill resumes from) and the total; ``finish`` replaces it by how the run ended."""
+    self.writer.write_json("status.json", {
+        "status": "running", "step": int(self.step), "total_steps": self.schedule.total_steps,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
   def finish(self) -> dict:
     """The status (diverged when the last checked loss is not finite), written and returned."""

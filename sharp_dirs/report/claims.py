@@ -39,11 +39,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from sharp_dirs.engine.metrics_io import Run
-from sharp_dirs.report import figures
+from sharp_dirs.report import statistics
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
-LAMBDA_1 = "hessian/lambda_1"
-LR, BS = "optimizer.learning_rate", "batch_size"
+LAMBDA_1, LR, BS = statistics.LAMBDA_1, statistics.LR, statistics.BS
 
 # Thresholds, fixed before the runs they judge (issue 16; C1, C3, C4, C6 rewritten by issue 26
 # before the runs of its gallery, each rule's reason in its docstring).
@@ -128,7 +127,7 @@ def _verdict(claim, conditions, statistics, runs) -> Verdict:
 
 def mean_std(values) -> tuple[float, float, int]:
   """(mean, std with ddof = 1 (0 for a single value), count) of the finite values."""
-  mean, std, count = figures.mean_std(np.asarray(values, np.float64))
+  mean, std, count = statistics.mean_std(np.asarray(values, np.float64))
   return float(mean), float(std), int(count)
 
 
@@ -182,7 +181,7 @@ def find_peak(run: Run, window: int = SMOOTHING) -> Optional[Peak]:
   jackknife estimate ``hessian/noise_1`` averaged over the evaluations the maximum averages
   (the spread of those evaluations when the run did not log it). None without at least 3
   finite evaluations."""
-  epochs, smoothed = figures.smoothed_curve(run, LAMBDA_1, window)
+  epochs, smoothed = statistics.smoothed_curve(run, LAMBDA_1, window)
   _, raw = run.series(LAMBDA_1, "epoch")
   finite = np.isfinite(smoothed)
   if finite.sum() < 3:
@@ -472,7 +471,7 @@ def nsgd_quantities(run: Run, loss_epoch: float) -> dict:
   _, lam = run.series(LAMBDA_1)
   return {"final_lambda_1": float(lam[-1]) if lam.size else math.nan,
           "train_loss": _value_at_epoch(run, "train/loss", loss_epoch),
-          "test_accuracy": figures.run_summary(run, loss_epoch)["test_accuracy"]}
+          "test_accuracy": statistics.run_summary(run, loss_epoch)["test_accuracy"]}
 
 
 def claim_nsgd(runs: Sequence[Run]) -> Verdict:

@@ -5,8 +5,9 @@ matplotlib ``Figure`` (object-oriented, no pyplot state; PNG/PDF go through the 
 canvases); ``save(fig, out_dir, name)`` writes ``name.png`` and ``name.pdf``. ``render`` draws
 a figure by name (the ``FIGURES`` registry) and saves it, as ``experiments/figures.py`` does.
 
-One place per thing: ``STYLE`` (sizes, colours, line styles), ``smooth`` (the moving average),
-``describe`` (the "model, data, scale" part of every title).
+One place per thing: ``STYLE`` (sizes, colours, line styles), ``describe`` (the "model, data,
+scale" part of every title); the statistics (smoothing, peaks, per-run summaries) are
+``sharp_dirs.report.statistics``, shared with the claims report.
 """
 
 import dataclasses
@@ -25,10 +26,13 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 import numpy as np
 
+from sharp_dirs.curvature import spectral
 from sharp_dirs.engine.metrics_io import Run
+from sharp_dirs.report.statistics import BS, LAMBDA_1, LR  # pylint: disable=unused-import
+from sharp_dirs.report.statistics import last_epoch, mean_std, peak_lambda_max  # pylint: disable=unused-import
+from sharp_dirs.report.statistics import run_summary, smooth, smoothed_curve, zoom_end_of
 
-LR, BS = "optimizer.learning_rate", "batch_size"
-LAMBDA_1, LAMBDA_2 = "hessian/lambda_1", "hessian/lambda_2"
+LAMBDA_2 = "hessian/lambda_2"
 
 STYLE = {
     "rc": {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
@@ -63,37 +67,6 @@ DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
 
 # ------------------------------------------------------------------------------------------
 # The shared helpers: smoothing, titles, labels, colours, saving.
-
-def smooth(values, window: int) -> np.ndarray:
-  """The paper's moving average ``np.convolve(v, ones(w), 'same') / w``, with sensible edges.
-
-  Interior points equal the paper's; at the edges (and around NaNs) the mean is over the
-  points inside the window instead of counting the missing ones as zeros.
-  """
-  v = np.asarray(values, np.float64)
-  if window <= 1 or v.size == 0:
-    return v.copy()
-  padded = np.concatenate([np.full(window, np.nan), v, np.full(window, np.nan)])
-  finite = np.isfinite(padded)
-  kernel = np.ones(window)
-  total = np.convolve(np.where(finite, padded, 0.0), kernel, "same")[window:-window]
-  count = np.convolve(finite.astype(np.float64), kernel, "same")[window:-window]
-  with np.errstate(invalid="ignore", divide="ignore"):
-    return np.where(count > 0, total / count, np.nan)
-
-
-def mean_std(stack, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(mean, std with ddof=1 (0 where one value), count) over ``axis``, ignoring NaNs."""
-  x = np.asarray(stack, np.float64)
-  finite = np.isfinite(x)
-  n = finite.sum(axis)
-  total = np.where(finite, x, 0.0).sum(axis)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    mean = np.where(n > 0, total / n, np.nan)
-    dev = np.where(finite, (x - np.expand_dims(mean, axis)) ** 2, 0.0).sum(axis)
-    std = np.where(n > 1, np.sqrt(dev / (n - 1)), 0.0)
-  return mean, std, n
-
 
 def curves_band(curves):
   """(grid, mean, std) of curves [(x, y)] on the union of their x values (a curve counts only
@@ -321,28 +294,6 @@ def general_shape(run: Run, k: int = 10) -> Figure:
 # ------------------------------------------------------------------------------------------
 # F2: λ_1 and λ_2 for different η and S, the noise grid.
 
-def _zoom_end(runs: Sequence[Run]) -> float:
-  return max(float(r.get("tracking.zoom_epochs", 0) or 0) for r in runs)
-
-
-def smoothed_curve(run: Run, key: str, window: int = 5,
-                   zoom_end: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
-  """(epochs, smoothed values) of ``key``; the zoom (epoch < zoom_end) and the per-epoch part
-  are smoothed separately, as the paper's two runs were."""
-  zoom_end = _zoom_end([run]) if zoom_end is None else zoom_end
-  x, y = run.series(key, "epoch")
-  if zoom_end <= 0:
-    return x, smooth(y, window)
-  early = x < zoom_end
-  return x, np.concatenate([smooth(y[early], window), smooth(y[~early], window)])
-
-
-def peak_lambda_max(run: Run, window: int = 5) -> float:
-  """The peak of λ_1 smoothed as the paper (``smoothed_curve``); NaN when none is finite."""
-  _, y = smoothed_curve(run, LAMBDA_1, window)
-  return float(np.nanmax(y)) if np.isfinite(y).any() else math.nan
-
-
 def merged_epoch(epoch, zoom_end: float, last_epoch: float) -> np.ndarray:
   """The paper's merged axis: epochs [0, zoom_end) on [0, 1] (linear: the zoom), then
   [zoom_end, last] on [1, 2] in log scale, so that runs of 10 and of 64 epochs in one panel
@@ -421,7 +372,7 @@ def noise_grid(runs: Sequence[Run], window: int = 5) -> Figure:
   for run in runs:
     _require(run, LAMBDA_1, "enable tracking.")
   panels = noise_panels(runs)
-  zoom_end = _zoom_end(runs)
+  zoom_end = zoom_end_of(runs)
   fig, axes = _figure(len(panels))
   most_seeds = 1
   for ax, (field, group) in zip(axes, panels):
@@ -704,66 +655,6 @@ def rescaling(runs: Sequence[Run], window: int = 5) -> Figure:
 # ------------------------------------------------------------------------------------------
 # F7 and the table: Nudged SGD.
 
-def _read_json(run: Run, name: str) -> Optional[dict]:
-  path = os.path.join(run.workdir, name)
-  if not os.path.exists(path):
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
-def _at_or_before(run: Run, key: str, step: float) -> float:
-  """The value of ``key`` logged last at or before ``step`` (the first one if none)."""
-  x, y = run.series(key)
-  if not x.size:
-    return math.nan
-  before = y[x <= step]
-  return float(before[-1] if before.size else y[0])
-
-
-def last_epoch(run: Run) -> float:
-  x, _ = run.series("valid/accuracy", "epoch")
-  return float(x[-1]) if x.size else math.nan
-
-
-def run_summary(run: Run, val_epoch: float) -> dict:
-  """The NSGD table's quantities of one run.
-
-  From ``evaluation_best.json`` / ``evaluation_last.json`` (experiments/evaluate.py) when
-  present, else from the logs: the best-validation evaluation is the first with the highest
-  valid/accuracy (the best checkpoint's), ‖H‖_F is the logged ``hessian/frobenius_as_in_paper``
-  at or before it (best) and the last one (final). ``*_logged`` say which.
-  """
-  steps, valid = run.series("valid/accuracy")
-  if not steps.size:
-    raise ValueError(f"run {run.workdir} has no evaluation rows (valid/accuracy).")
-  best_step = steps[int(np.nanargmax(valid))]
-  best, last = _read_json(run, "evaluation_best.json"), _read_json(run, "evaluation_last.json")
-  fro, est = "hessian/frobenius_as_in_paper", "hessian/frobenius"
-  epochs, valid_by_epoch = run.series("valid/accuracy", "epoch")
-  before = valid_by_epoch[epochs <= val_epoch + 1e-9]
-  _, losses = run.series("train/loss")
-  out = {
-      "est_best": best["frobenius"] if best else _at_or_before(run, est, best_step),
-      "est_final": last["frobenius"] if last else (
-          float(run.series(est)[1][-1]) if run.has(est) else math.nan),
-      "fro_best": best["frobenius_as_in_paper"] if best else _at_or_before(run, fro, best_step),
-      "fro_final": last["frobenius_as_in_paper"] if last else (
-          float(run.series(fro)[1][-1]) if run.has(fro) else math.nan),
-      "fro_logged": not (best and last),
-      "test_accuracy": 100 * (best["test/accuracy"] if best else _at_or_before(
-          run, "test/accuracy", best_step)),
-      "distance": best["distance_from_init"] if best else _at_or_before(
-          run, "distance_from_init", best_step),
-      "lambda_best": best["lambda"][0] if best else _at_or_before(run, LAMBDA_1, best_step),
-      "best_logged": not best,
-      "val_accuracy": 100 * float(before[-1]) if before.size else math.nan,
-      "train_loss": last["train/loss"] if last else (
-          float(losses[-1]) if losses.size else math.nan),
-  }
-  return {k: float(v) if not isinstance(v, bool) else v for k, v in out.items()}
-
-
 def nsgd_label(run: Run, runs: Sequence[Run]) -> str:
   """"γ = 0.01" (with K, η, S, m when they vary among the NSGD runs) or "SGD(η = 0.1)"."""
   if run.get("optimizer.name") != "nsgd":
@@ -1043,13 +934,6 @@ def _finite_draws(a: dict) -> tuple[np.ndarray, np.ndarray]:
   return nodes[ok], weights[ok]
 
 
-def density_curve(nodes, weights, grid, sigma: float) -> np.ndarray:
-  """``spectral.density_on_grid`` in numpy: mean over draws of Σ_j w_j N(t; θ_j, σ²)."""
-  diff = np.asarray(grid)[:, None, None] - np.asarray(nodes)[None]
-  kernel = np.exp(-0.5 * (diff / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
-  return np.mean(np.sum(np.asarray(weights)[None] * kernel, axis=-1), axis=-1)
-
-
 @_styled
 def spectral_density(run: Run, num_curves: int = 4, num_points: int = 800,
                      sigma: Optional[float] = None) -> Figure:
@@ -1077,7 +961,8 @@ def spectral_density(run: Run, num_curves: int = 4, num_points: int = 800,
   ax = axes[0]
   peak = 0.0
   for i, (step, (n, w)) in enumerate(chosen):
-    density = density_curve(n, w, grid, sigma)
+    density = np.asarray(spectral.density_on_grid(spectral.SpectralDensity(n, w), grid, sigma),
+                         np.float64)
     peak = max(peak, float(density.max()))
     ax.plot(grid, density, color=cmap(0.9 * i / max(len(chosen) - 1, 1)),
             label=f"epoch {epochs.get(step, math.nan):g} (step {step})", gid=f"density/{step}")
