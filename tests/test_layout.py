@@ -18,7 +18,7 @@ ALLOWED = {name: layers | BASE for name, layers in {
     "models": {"models", "curvature"},
     "data": {"data"},
     "engine": {"engine", "curvature", "nudge", "analyses", "models", "data"},
-    "report": {"report", "engine"},
+    "report": {"report", "engine", "curvature"},
 }.items()}
 
 
