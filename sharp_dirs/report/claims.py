@@ -501,9 +501,9 @@ def claim_nsgd(runs: Sequence[Run]) -> Verdict:
     groups.setdefault((run.get(LR), gamma), []).append(run)
   # "The run": the shortest of the runs compared (γ < 1 beside γ = 1 at one η), not of the
   # family's other rows (an early-stopped γ = 5 run or SGD baseline must not move the epoch).
-  compared = [r for (lr, gamma), group in groups.items() for r in group
-              if (lr, 1.0) in groups and (gamma < 1 or any(l == lr and g < 1 for l, g in groups)
-                                          and gamma == 1)]
+  judged_etas = {lr for lr, gamma in groups if gamma < 1 and (lr, 1.0) in groups}
+  compared = [r for (lr, gamma), group in groups.items() if lr in judged_etas and gamma <= 1
+              for r in group]
   last = min((float(r.series("valid/accuracy", "epoch")[0][-1]) for r in compared
               if r.has("valid/accuracy")), default=math.nan)
   loss_epoch = LOSS_EPOCH_FRACTION * last
