@@ -5,5 +5,6 @@ Kinds: "image" (classification of images), "text" (classification of token seque
 """
 
 DATASET_KINDS = {"fashion_mnist": "image", "cifar10": "image", "cifar100": "image",
-                 "imdb": "text", "austen": "lm", "ptb": "lm"}
+                 "imdb": "text", "austen": "lm", "ptb": "lm",
+                 "arrays": "image"}  # a user's own images: a .npz file (pipeline.load_arrays)
 DATASETS = tuple(DATASET_KINDS)

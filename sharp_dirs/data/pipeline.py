@@ -36,7 +36,10 @@ NUM_VALID = {"fashion_mnist": 10_000, "cifar10": 5_000, "cifar100": 5_000}
 IMDB_VALID_FRACTION = 0.1
 IMDB_NUM_WORDS, IMDB_MAXLEN = 5000, 400
 LM_VOCAB_SIZE = 10_000
-AUGMENTED_BY_DEFAULT = {"cifar10": True, "cifar100": True, "fashion_mnist": False}
+AUGMENTED_BY_DEFAULT = {"cifar10": True, "cifar100": True, "fashion_mnist": False,
+                        "arrays": False}
+ARRAYS_KEYS = ("x_train", "y_train", "x_test", "y_test")
+ARRAYS_VALID_FRACTION = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +112,33 @@ def _image_dataset(name, raw_train, raw_test, num_classes, *, data_seed, num_val
                  augment=AUGMENTED_BY_DEFAULT[name], **splits)
 
 
+def load_arrays(path: Optional[str]) -> tuple[Split, Split]:
+  """Raw {'image', 'label'} train and test splits of a user's images from a .npz file with
+  ``x_train`` [N, H, W(, C)], ``y_train`` [N] (integer classes 0..K−1), ``x_test``,
+  ``y_test`` (``np.savez(path, x_train=..., ...)``); a missing channel axis is added."""
+  fix = (f"dataset 'arrays' reads a .npz file holding {', '.join(ARRAYS_KEYS)}; name it with "
+         "data_dir (config.data_dir=/path/to/images.npz)")
+  if not path or not os.path.isfile(path):
+    raise paths.DatasetNotFoundError(f"{fix}: {path!r} is not a file." if path else f"{fix}.")
+  with np.load(path) as f:
+    missing = [k for k in ARRAYS_KEYS if k not in f]
+    if missing:
+      raise ValueError(f"{path} has no {', '.join(missing)}: {fix}.")
+    arrays = {k: np.asarray(f[k]) for k in ARRAYS_KEYS}
+  splits = []
+  for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
+    images, labels = arrays[x], arrays[y]
+    images = images[..., None] if images.ndim == 3 else images
+    if images.ndim != 4 or labels.shape != images.shape[:1]:
+      raise ValueError(f"{path}: {x} {arrays[x].shape} and {y} {labels.shape} must be "
+                       "[N, H, W(, C)] and [N].")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+      raise ValueError(f"{path}: {y} must hold integer classes 0..K−1, got {labels.dtype} "
+                       f"from {labels.min()}.")
+    splits.append({"image": images, "label": labels.astype(np.int32)})
+  return splits[0], splits[1]
+
+
 def _load_fashion_mnist(data_dir, source_dir) -> tuple[Split, Split]:
   """Raw uint8 splits from our builder (preparing it from the IDX files once), falling back to
   a prepared catalog ``fashion_mnist``."""
@@ -162,9 +192,10 @@ def load_dataset(name: str, *, data_dir: Optional[str] = None, data_seed: int = 
   Args:
     name: 'fashion_mnist' (offline, Debian IDX files), 'cifar10', 'cifar100', 'imdb' (tfds
       catalog, prepared in the data dir), 'austen' (offline, Debian r-cran-janeaustenr),
-      'ptb' (the standard text files in ``source_dir``).
+      'ptb' (the standard text files in ``source_dir``), 'arrays' (a user's own images: the
+      .npz file ``data_dir`` names, ``load_arrays``; 10% of its train split validates).
     data_dir: tfds data dir; default ``$SHARP_DIRS_DATA_DIR`` or
-      ``~/.cache/sharp_dirs/tensorflow_datasets``.
+      ``~/.cache/sharp_dirs/tensorflow_datasets``; for 'arrays' the .npz file.
     data_seed: seed of the train/validation split (the paper's code used 777).
     num_valid: validation examples taken from the training set; default 10k Fashion-MNIST, 5k
       CIFAR, 10% IMDB. Ignored for language models (fixed splits).
@@ -194,6 +225,13 @@ def load_dataset(name: str, *, data_dir: Optional[str] = None, data_seed: int = 
     return _image_dataset(name, train, test, 10 if name == "cifar10" else 100,
                           data_seed=data_seed,
                           num_valid=NUM_VALID[name] if num_valid is None else num_valid,
+                          preprocessing=preprocessing)
+  if name == "arrays":
+    train, test = load_arrays(data_dir)
+    num_classes = int(max(train["label"].max(), test["label"].max())) + 1
+    return _image_dataset(name, train, test, num_classes, data_seed=data_seed,
+                          num_valid=(int(ARRAYS_VALID_FRACTION * len(train["label"]))
+                                     if num_valid is None else num_valid),
                           preprocessing=preprocessing)
   if name == "imdb":
     return _load_imdb(data_dir, data_seed=data_seed, num_valid=num_valid,

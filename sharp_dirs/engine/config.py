@@ -92,7 +92,9 @@ def default_config() -> ConfigDict:
 
   # Data.
   c.dataset = "fashion_mnist"
-  c.data_dir = ""  # tfds data dir; '' = $SHARP_DIRS_DATA_DIR or ~/.cache/sharp_dirs/...
+  # tfds data dir ('' = $SHARP_DIRS_DATA_DIR or ~/.cache/sharp_dirs/...); for dataset 'arrays'
+  # (a user's own images) the .npz file
+  c.data_dir = ""
   c.data_seed = 0  # train/valid split (the paper's code used 777)
   c.num_train_examples = 0  # 0 = the whole training split; n = its first n examples
   c.augment = config_dict.placeholder(bool)  # None = the paper's default for the dataset
