@@ -13,13 +13,16 @@ Measured on the two pieces a cpu run spends its time in, for R = 1, 2, 5:
 
 On the CPU-scale SimpleCNN (F = 8) and the 784-256-256-10 MLP, random inputs of Fashion-MNIST's
 shape (throughput does not depend on the values). Prints a markdown table: milliseconds per R
-runs, separate and vmapped, and the speed-up (separate / vmapped); median of ``--repeats``.
+runs, separate and vmapped, and the speed-up (separate / vmapped); median of ``--repeats``;
+a progress line on stderr after every timed call.
 
   .venv/bin/python bench/bench_vmap_runs.py
   .venv/bin/python bench/bench_vmap_runs.py --runs=1,2 --repeats=2 --models=mlp   # smoke
 """
 
 import functools
+import statistics
+import sys
 
 from absl import app
 from absl import flags
@@ -83,10 +86,23 @@ def run_point(name: str, r: int) -> dict:
   out = {}
   for what, single, batched, args in (("train step", step_one, step_all, (params_r, batches)),
                                       ("solve", solve_one, solve_all, (params_r, samples, keys))):
-    out[what] = (timing.median_seconds(functools.partial(separate, single), *args,
-                                       repeats=_REPEATS.value),
-                 timing.median_seconds(batched, *args, repeats=_REPEATS.value))
+    out[what] = tuple(median_with_progress(f"{name} R={r} {what} {how}", fn, args)
+                      for how, fn in (("separate", functools.partial(separate, single)),
+                                      ("vmapped", batched)))
   return out
+
+
+def median_with_progress(label: str, fn, args) -> float:
+  """``timing.median_seconds`` of fn(*args) over --repeats calls, a line on stderr after the
+  compile and after each call (a SimpleCNN point at R = 5 takes minutes)."""
+  seconds, _ = timing.timed(fn, *args)
+  print(f"  {label}: compiled and ran once in {seconds:.1f} s", file=sys.stderr, flush=True)
+  times = []
+  for i in range(_REPEATS.value):
+    times.append(timing.timed(fn, *args)[0])
+    print(f"  {label}: call {i + 1} of {_REPEATS.value}, {times[-1]:.2f} s", file=sys.stderr,
+          flush=True)
+  return statistics.median(times)
 
 
 def main(argv):

@@ -74,8 +74,7 @@ def gd_table(runs) -> list[str]:
 def nsgd_table(runs) -> list[str]:
   by_gamma = {}
   for run in runs:
-    gamma = 1.0 if claims._is_baseline(run) else run.get("nsgd.gamma")  # pylint: disable=protected-access
-    by_gamma.setdefault(gamma, []).append(run)
+    by_gamma.setdefault(claims.nsgd_gamma(run), []).append(run)
   if 1.0 not in by_gamma:
     return []
   last = min(float(r.series("valid/accuracy", "epoch")[0][-1]) for r in runs)

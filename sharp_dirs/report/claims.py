@@ -392,6 +392,11 @@ def _is_baseline(run: Run) -> bool:
       run.get("optimizer.name") == "nsgd" and run.get("nsgd.gamma") == 1.0)
 
 
+def nsgd_gamma(run: Run) -> float:
+  """The multiplier γ of a run's step along the top directions: 1 for SGD (and NSGD at γ = 1)."""
+  return 1.0 if _is_baseline(run) else run.get("nsgd.gamma")
+
+
 def _value_at_epoch(run: Run, key: str, epoch: float) -> float:
   x, y = run.series(key, "epoch")
   before = y[x <= epoch + 1e-9]
@@ -497,8 +502,7 @@ def claim_nsgd(runs: Sequence[Run]) -> Verdict:
   for run in runs:
     if not _is_baseline(run) and run.get("nsgd.num_directions") != main_k:
       continue  # a K ablation run: drawn, not judged
-    gamma = 1.0 if _is_baseline(run) else run.get("nsgd.gamma")
-    groups.setdefault((run.get(LR), gamma), []).append(run)
+    groups.setdefault((run.get(LR), nsgd_gamma(run)), []).append(run)
   # "The run": the shortest of the runs compared (γ < 1 beside γ = 1 at one η), not of the
   # family's other rows (an early-stopped γ = 5 run or SGD baseline must not move the epoch).
   judged_etas = {lr for lr, gamma in groups if gamma < 1 and (lr, 1.0) in groups}
